@@ -1,0 +1,38 @@
+"""Shared fixtures: the real PACS beside the project, and a tiny generated PACS-like folder."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_PACS = ROOT.parent / "shared" / "data" / "PACS"
+
+
+@pytest.fixture(scope="session")
+def real_pacs() -> Path:
+    if not REAL_PACS.is_dir():
+        pytest.fail(f"the real PACS is expected at {REAL_PACS} (see ../shared/data/README.md)")
+    return REAL_PACS
+
+
+def write_tiny_pacs(root: Path, domains=("photo", "art_painting"), classes=("dog", "horse"),
+                    per_class: int = 3, size: int = 40, seed: int = 0) -> Path:
+    """A PACS-shaped folder of random JPEGs (PNG for sketch)."""
+    rng = np.random.default_rng(seed)
+    for d in domains:
+        for c in classes:
+            folder = root / d / c
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+                suffix = "png" if d == "sketch" else "jpg"
+                Image.fromarray(pixels).save(folder / f"{i}.{suffix}")
+    return root
+
+
+@pytest.fixture
+def tiny_pacs(tmp_path) -> Path:
+    return write_tiny_pacs(tmp_path / "PACS")
