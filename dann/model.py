@@ -35,7 +35,19 @@ def grad_reverse(x: torch.Tensor, alpha: float) -> torch.Tensor:
     return GradientReversal.apply(x, alpha)
 
 
-class DANNAlexNet(nn.Module):
+class DANN(nn.Module):
+    """The DANN routing over three parts a subclass defines: `embed` (G_f), `classifier`
+    (G_y) and `discriminator` (G_d, or None for a source-only model)."""
+
+    def forward(self, x: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
+        """alpha None: class logits from G_y. alpha a number: domain logits from G_d(R_alpha(G_f(x)))."""
+        features = self.embed(x)
+        if alpha is None:
+            return self.classifier(features)
+        return self.discriminator(grad_reverse(features, alpha))
+
+
+class DANNAlexNet(DANN):
     def __init__(self, num_classes: int = 7, num_domains: int = 2, discriminator: bool = True):
         """discriminator=False leaves G_d out (the source-only baseline trains no G_d)."""
         super().__init__()
@@ -52,13 +64,6 @@ class DANNAlexNet(nn.Module):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """G_f: images (B, 3, 224, 224) -> features (B, 9216)."""
         return rearrange(self.avgpool(self.features(x)), "b c h w -> b (c h w)")
-
-    def forward(self, x: torch.Tensor, alpha: float | None = None) -> torch.Tensor:
-        """alpha None: class logits from G_y. alpha a number: domain logits from G_d(R_alpha(G_f(x)))."""
-        features = self.embed(x)
-        if alpha is None:
-            return self.classifier(features)
-        return self.discriminator(grad_reverse(features, alpha))
 
 
 def copy_classifier_into_discriminator(model: DANNAlexNet) -> None:

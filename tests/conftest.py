@@ -36,3 +36,9 @@ def write_tiny_pacs(root: Path, domains=("photo", "art_painting"), classes=("dog
 @pytest.fixture
 def tiny_pacs(tmp_path) -> Path:
     return write_tiny_pacs(tmp_path / "PACS")
+
+
+@pytest.fixture(scope="session")
+def pacs_cache(tmp_path_factory) -> Path:
+    """One decode cache for every test that trains on the real PACS."""
+    return tmp_path_factory.mktemp("decode_cache")
