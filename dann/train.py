@@ -129,7 +129,7 @@ def fit(config: TrainConfig, method: str, accelerator: Accelerator, model, train
                desc=f"{method} {train_domain.name}->{target_domain.name}", dynamic_ncols=True)
     start_time = time.time()
     model.train()
-    with checkpoint.StopOnSignal() as stop:
+    with bar, checkpoint.StopOnSignal() as stop:  # the bar closes before an error prints
         while progress.step < last_step:
             epoch = progress.epoch
             sums = {k: torch.tensor(v, device=accelerator.device)
@@ -190,7 +190,6 @@ def fit(config: TrainConfig, method: str, accelerator: Accelerator, model, train
     if num_target is None:  # resumed from the last checkpoint: nothing left to train
         num_target = evaluate(model, target_domain, accelerator)[1]
         num_source = evaluate(model, source_eval, accelerator)[1]
-    bar.close()
     history = progress.history
     return {
         "target_acc": history[-1]["eval/target_acc"],
