@@ -185,7 +185,7 @@ def fingerprint(files: DomainFiles) -> str:
     """Changes when any image file is added, removed, renamed, resized or touched."""
     digest = hashlib.sha1(f"v{CACHE_VERSION} {BASE_SIZE} {files.classes}".encode())
     for path in files.paths:
-        stat = path.stat()
+        stat = path.stat() if path.exists() else path.lstat()  # a broken link: reported later
         digest.update(f"{path.parent.name}/{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:16]
 
