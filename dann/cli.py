@@ -1,4 +1,5 @@
-"""What the entry points run: parse flags, train, turn a UserError into one line and exit 1."""
+"""What the entry points run: parse flags, train, turn a UserError into one line and exit 1
+(a SIGTERM/SIGINT stop into one line saying how to resume, exit 128 + signal)."""
 from __future__ import annotations
 
 import sys
@@ -9,10 +10,14 @@ from dann.errors import UserError
 
 def main(method: str, argv: list[str] | None = None) -> int:
     config = parse_config(method, argv)
-    from dann.train import run  # after parsing: --help and flag errors answer without torch
+    from dann.checkpoint import Interrupted  # after parsing: --help and flag errors answer without torch
+    from dann.train import run
 
     try:
         run(config, method)
+    except Interrupted as e:  # SIGTERM / SIGINT: checkpointed, says how to resume
+        print(f"stopped: {e}", file=sys.stderr)
+        return e.exit_code
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

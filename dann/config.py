@@ -76,6 +76,15 @@ class TrainConfig:
     report_to: str = field(default="none", metadata=_flag(
         "experiment trackers", choices=("none", "wandb", "tensorboard", "all")))
     log_every: int = field(default=10, metadata=_flag("iterations between train/* tracker logs"))
+    # fault tolerance
+    checkpoint_every: int = field(default=0, metadata=_flag(
+        "epochs between checkpoints in <output_dir>/checkpoints (0: only on SIGTERM/SIGINT)"))
+    keep_checkpoints: int = field(default=2, metadata=_flag("newest checkpoints kept on disk"))
+    resume: str = field(default="", metadata=_flag(
+        "'auto': continue from the newest checkpoint in --output_dir (start fresh if none); "
+        "PATH: a run folder or one of its checkpoints/step_* folders"))
+    skip_bad_images: bool = field(default=False, metadata=_flag(
+        "report unreadable image files and train without them, instead of stopping"))
 
     @property
     def targets(self) -> list[str]:
@@ -109,7 +118,12 @@ def validate(config: TrainConfig, method: str) -> list[str]:
     non_negative = {"momentum": config.momentum, "weight_decay": config.weight_decay,
                     "alpha": config.alpha, "gamma": config.gamma, "max_steps": config.max_steps,
                     "num_workers": config.num_workers}
+    non_negative["checkpoint_every"] = config.checkpoint_every
     errors += [f"--{k} must be >= 0, got {v}" for k, v in non_negative.items() if v < 0]
+    if config.keep_checkpoints < 1:
+        errors.append(f"--keep_checkpoints must be >= 1, got {config.keep_checkpoints}")
+    if config.resume == "auto" and not config.output_dir:
+        errors.append("--resume auto needs --output_dir: the folder of the run to continue")
     targets = config.targets
     if not targets:
         errors.append("--target is empty; give a domain, e.g. --target art_painting")

@@ -10,6 +10,7 @@ on the device), so for the same weights they give the same predictions.
 """
 from __future__ import annotations
 
+import signal
 from typing import Iterator
 
 import torch
@@ -141,9 +142,13 @@ class LoaderDomain(TensorDomain):
                          torch.tensor(files.labels), **kwargs)
 
     def _load(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        # Its own generator: a DataLoader otherwise draws its workers' seed from the global RNG,
+        # which would shift the dropout masks after a resume. Workers ignore SIGINT/SIGTERM:
+        # the main process stops them after checkpointing (see dann.checkpoint.StopOnSignal).
         loader = DataLoader(_Files(self.files), batch_sampler=[b.tolist() for b in batches],
                             num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False)
+                            persistent_workers=False, generator=torch.Generator().manual_seed(self.seed),
+                            worker_init_fn=_ignore_stop_signals)
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -155,6 +160,11 @@ class LoaderDomain(TensorDomain):
     def eval_batches(self):
         for x, y in self._load(list(eval_indices(len(self), self.rank, self.world).split(self.batch_size))):
             yield self._prepare(x, False, 0), y
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _aug_key(seed: int, epoch: int, batch: int, rank: int) -> int:

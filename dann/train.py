@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +23,10 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
-from dann import pacs
+from dann import checkpoint, pacs
 from dann.config import TrainConfig, default_output_dir
 from dann.data import ImageTransform, LoaderDomain, TensorDomain, cycle
+from dann.errors import UserError
 from dann.model import build_model
 from dann.schedules import alpha_at, lr_factor
 
@@ -73,10 +76,15 @@ def evaluate(model, domain: TensorDomain, accelerator: Accelerator) -> tuple[flo
 
 @dataclass
 class Progress:
-    """Where training is; drives the alpha and lr schedules (saved with checkpoints)."""
+    """Where training is; drives the alpha and lr schedules (saved with checkpoints).
+
+    `partial` holds the running train-metric sums of an epoch stopped midway by a signal,
+    so that the resumed epoch reports the same averages as an uninterrupted one.
+    """
     epoch: int = 0
     step: int = 0
     history: list = field(default_factory=list)
+    partial: dict = field(default_factory=dict)
 
     def state_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -92,6 +100,10 @@ def fit(config: TrainConfig, method: str, accelerator: Accelerator, model, train
     train_domain: labeled batches (the source, or the target for the upper bound).
     target_domain: the test set, and for DANN the unlabeled adaptation stream.
     source_eval: domain whose accuracy is reported as source_acc (default train_domain).
+    With config.output_dir set, checkpoints go to <output_dir>/checkpoints: every
+    config.checkpoint_every epochs and on SIGTERM/SIGINT (then `checkpoint.Interrupted` is
+    raised); config.resume continues from one. A non-finite loss raises UserError before
+    the weights are updated.
     """
     source_eval = source_eval or train_domain
     steps_per_epoch = train_domain.steps_per_epoch()
@@ -102,55 +114,82 @@ def fit(config: TrainConfig, method: str, accelerator: Accelerator, model, train
                                 weight_decay=config.weight_decay)
     model, optimizer = accelerator.prepare(model, optimizer)
     progress = progress or Progress()
+    folder = checkpoint.checkpoint_dir(config.output_dir) if config.output_dir else None
+    resume_from = checkpoint.find_resume(config.resume, config.output_dir)
+    if resume_from:
+        checkpoint.load(accelerator, resume_from, progress, config)
+    elif config.resume:
+        accelerator.print(f"--resume {config.resume}: no checkpoint in {folder} yet, starting fresh")
+    elif folder:
+        checkpoint.check_fresh(config.output_dir)
     target_stream = cycle(target_domain, progress.step) if method == "dann" else None
+    num_target = num_source = None
 
     bar = tqdm(total=last_step, initial=progress.step, disable=not accelerator.is_local_main_process,
                desc=f"{method} {train_domain.name}->{target_domain.name}", dynamic_ncols=True)
     start_time = time.time()
     model.train()
-    while progress.step < last_step:
-        epoch = progress.epoch
-        sums, count = {}, 0
-        start = progress.step - epoch * steps_per_epoch
-        for x_s, y_s in train_domain.train_batches(epoch, start):
-            p = progress.step / total_steps
-            lr = config.lr * lr_factor(p, epoch, config.lr_schedule, config.step_size, config.gamma)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if method == "dann":
-                alpha = alpha_at(p, config.alpha, config.alpha_schedule)
-                x_t, _ = next(target_stream)  # target labels are never used in training
-                loss, metrics = dann_step(model, x_s, y_s, x_t, alpha)
-                metrics["alpha"] = torch.tensor(alpha)
-            else:
-                loss, metrics = baseline_step(model, x_s, y_s)
-            optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            optimizer.step()
-            progress.step += 1
-            bar.update(1)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v.float()
-            count += 1
-            if progress.step % config.log_every == 0 or progress.step == last_step:
-                logs = {f"train/{k}": (v / count).item() for k, v in sums.items()}
-                accelerator.log({**logs, "train/lr": lr, "train/epoch": epoch}, step=progress.step)
-                bar.set_postfix({k.split("/")[1]: f"{v:.3f}" for k, v in logs.items()})
-            if progress.step >= last_step:
-                break
-        if progress.step == (epoch + 1) * steps_per_epoch:  # the epoch ran to its end
-            progress.epoch += 1
-        target_acc, num_target = evaluate(model, target_domain, accelerator)
-        source_acc, num_source = evaluate(model, source_eval, accelerator)
-        record = {"epoch": epoch + 1, "step": progress.step,
-                  **{f"train/{k}": (v / max(count, 1)).item() for k, v in sums.items()},
-                  "eval/source_acc": source_acc, "eval/target_acc": target_acc}
-        progress.history.append(record)
-        accelerator.log({"eval/source_acc": source_acc, "eval/target_acc": target_acc}, step=progress.step)
-        accelerator.print(f"epoch {epoch + 1}/{config.epochs} step {progress.step}: "
-                          + " ".join(f"{k}={v:.4f}" for k, v in record.items()
-                                     if isinstance(v, float)))
-    bar.close()
+    with bar, checkpoint.StopOnSignal() as stop:  # the bar closes before an error prints
+        while progress.step < last_step:
+            epoch = progress.epoch
+            sums = {k: torch.tensor(v, device=accelerator.device)
+                    for k, v in progress.partial.get("sums", {}).items()}
+            count, progress.partial = progress.partial.get("count", 0), {}
+            start = progress.step - epoch * steps_per_epoch
+            for x_s, y_s in train_domain.train_batches(epoch, start):
+                p = progress.step / total_steps
+                lr = config.lr * lr_factor(p, epoch, config.lr_schedule, config.step_size, config.gamma)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                if method == "dann":
+                    alpha = alpha_at(p, config.alpha, config.alpha_schedule)
+                    x_t, _ = next(target_stream)  # target labels are never used in training
+                    loss, metrics = dann_step(model, x_s, y_s, x_t, alpha)
+                    metrics["alpha"] = torch.tensor(alpha)
+                else:
+                    loss, metrics = baseline_step(model, x_s, y_s)
+                # One small all-reduce per step, so that every process stops together.
+                bad_loss, stopping = should_stop(accelerator, loss, stop.signum is not None)
+                if bad_loss:
+                    raise UserError(nonfinite_message(loss, progress, folder))
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                progress.step += 1
+                bar.update(1)
+                for k, v in metrics.items():
+                    sums[k] = sums.get(k, 0.0) + v.float()
+                count += 1
+                if progress.step % config.log_every == 0 or progress.step == last_step:
+                    logs = {f"train/{k}": (v / count).item() for k, v in sums.items()}
+                    accelerator.log({**logs, "train/lr": lr, "train/epoch": epoch}, step=progress.step)
+                    bar.set_postfix({k.split("/")[1]: f"{v:.3f}" for k, v in logs.items()})
+                if stopping and progress.step < min((epoch + 1) * steps_per_epoch, last_step):
+                    progress.partial = {"sums": {k: v.item() for k, v in sums.items()}, "count": count}
+                    interrupt(accelerator, folder, progress, config, stop.signum or signal.SIGTERM)
+                if progress.step >= last_step:
+                    break
+            epoch_done = progress.step == (epoch + 1) * steps_per_epoch
+            if epoch_done:
+                progress.epoch += 1
+            target_acc, num_target = evaluate(model, target_domain, accelerator)
+            source_acc, num_source = evaluate(model, source_eval, accelerator)
+            record = {"epoch": epoch + 1, "step": progress.step,
+                      **{f"train/{k}": (v / max(count, 1)).item() for k, v in sums.items()},
+                      "eval/source_acc": source_acc, "eval/target_acc": target_acc}
+            progress.history.append(record)
+            accelerator.log({"eval/source_acc": source_acc, "eval/target_acc": target_acc}, step=progress.step)
+            accelerator.print(f"epoch {epoch + 1}/{config.epochs} step {progress.step}: "
+                              + " ".join(f"{k}={v:.4f}" for k, v in record.items()
+                                         if isinstance(v, float)))
+            if folder and epoch_done and config.checkpoint_every and progress.epoch % config.checkpoint_every == 0:
+                checkpoint.save(accelerator, folder, progress, config)
+            # A signal at the epoch's last step or during evaluation: stop here, checkpointed.
+            if progress.step < last_step and should_stop(accelerator, None, stop.signum is not None)[1]:
+                interrupt(accelerator, folder, progress, config, stop.signum or signal.SIGTERM)
+    if num_target is None:  # resumed from the last checkpoint: nothing left to train
+        num_target = evaluate(model, target_domain, accelerator)[1]
+        num_source = evaluate(model, source_eval, accelerator)[1]
     history = progress.history
     return {
         "target_acc": history[-1]["eval/target_acc"],
@@ -164,6 +203,34 @@ def fit(config: TrainConfig, method: str, accelerator: Accelerator, model, train
         "train_seconds": time.time() - start_time,
         "model": model,
     }
+
+
+def should_stop(accelerator: Accelerator, loss: torch.Tensor | None, signalled: bool) -> tuple[bool, bool]:
+    """(some process has a non-finite loss, some process got SIGTERM/SIGINT), agreed by all."""
+    bad = torch.zeros((), device=accelerator.device) if loss is None else (~torch.isfinite(loss.detach())).float()
+    flags = torch.stack([bad, torch.tensor(float(signalled), device=accelerator.device)])
+    bad, signalled = accelerator.reduce(flags, reduction="sum").tolist()
+    return bad > 0, signalled > 0
+
+
+def nonfinite_message(loss: torch.Tensor, progress: Progress, folder: Path | None) -> str:
+    found = checkpoint.complete_checkpoints(folder) if folder else []
+    keep = (f"the last good checkpoint is {found[-1]} (continue with --resume {found[-1]} and a lower --lr)"
+            if found else "no checkpoint was saved (--checkpoint_every N saves them)")
+    return (f"the loss is {loss.item()} at step {progress.step + 1} (epoch {progress.epoch + 1}); "
+            f"stopped before updating the weights; {keep}")
+
+
+def interrupt(accelerator: Accelerator, folder: Path | None, progress: Progress, config: TrainConfig,
+              signum: int):
+    """Save a checkpoint after a SIGTERM/SIGINT and raise checkpoint.Interrupted."""
+    name = signal.Signals(signum).name
+    if folder is None:
+        raise checkpoint.Interrupted(f"{name} at step {progress.step}; no --output_dir, nothing saved", signum)
+    path = checkpoint.save(accelerator, folder, progress, config)
+    raise checkpoint.Interrupted(
+        f"{name} at step {progress.step}: checkpoint saved to {path}; to continue, run the same "
+        f"command with --resume auto --output_dir {config.output_dir}", signum)
 
 
 # ---------------------------------------------------------------------------- from flags
@@ -192,8 +259,9 @@ def choose_data_path(config: TrainConfig, files: list[pacs.DomainFiles], acceler
 
 
 def load_domains(config: TrainConfig, names: list[str], accelerator: Accelerator,
-                 channels_last: bool) -> tuple[dict[str, TensorDomain], str, list[str]]:
-    """Build a TensorDomain or LoaderDomain per domain name, sharded for this process."""
+                 channels_last: bool) -> tuple[dict[str, TensorDomain], str, list[str], list[str]]:
+    """Build a TensorDomain or LoaderDomain per domain name, sharded for this process;
+    also returns the data path, the class names and the image files left out as unreadable."""
     with accelerator.main_process_first():  # one download / one decode, then the cache
         if accelerator.is_main_process:
             pacs.ensure_pacs(config.data_root)
@@ -203,23 +271,30 @@ def load_domains(config: TrainConfig, names: list[str], accelerator: Accelerator
         transform = ImageTransform(accelerator.device, channels_last)
         common = dict(batch_size=config.batch_size, seed=config.seed, rank=accelerator.process_index,
                       world=accelerator.num_processes, transform=transform, augment=config.augment)
-        domains = {}
+        domains, skipped = {}, []
+        workers = config.num_workers if accelerator.is_main_process else 1
         for f in files:
+            if f.ignored and accelerator.is_main_process:
+                print(f"note: ignored {len(f.ignored)} non-image file(s) in {config.data_root}/{f.name}, "
+                      f"e.g. {f.ignored[0]}", file=sys.stderr)
             if data_path == "tensor":
-                workers = config.num_workers if accelerator.is_main_process else 1
-                images = torch.from_numpy(pacs.decode_domain(f, config.cache_dir, workers).copy())
-                domains[f.name] = TensorDomain(f.name, images.to(accelerator.device),
-                                               pacs.labels_tensor(f), **common)
-            else:
-                domains[f.name] = LoaderDomain(f, device=accelerator.device,
+                images, kept = pacs.decode_domain(f, config.cache_dir, workers, config.skip_bad_images)
+                domains[f.name] = TensorDomain(f.name, torch.from_numpy(images.copy()).to(accelerator.device),
+                                               pacs.labels_tensor(kept), **common)
+            else:  # the validation pass: a bad file is found now, not mid-epoch
+                kept = pacs.check_domain(f, config.cache_dir, workers, config.skip_bad_images)
+                domains[f.name] = LoaderDomain(kept, device=accelerator.device,
                                                num_workers=config.num_workers, **common)
-    return domains, data_path, classes
+            skipped += [str(p) for p in sorted(set(f.paths) - set(kept.paths))]
+    return domains, data_path, classes, skipped
 
 
 def run(config: TrainConfig, method: str) -> dict:
     """Train one model from flags; write results.json and the final weights to output_dir."""
     wall_start = time.time()
     accelerator = make_accelerator(config)
+    if config.resume not in ("", "auto") and not config.output_dir:  # continue in the run's folder
+        config.output_dir = checkpoint.run_dir_of(config.resume)
     if not config.output_dir:  # one name for all processes, chosen by the main one
         config.output_dir = broadcast_object_list([default_output_dir(config, method)])[0]
     output_dir = Path(config.output_dir)
@@ -231,7 +306,7 @@ def run(config: TrainConfig, method: str) -> dict:
 
     target = config.targets[0]
     train_name = target if config.train_on == "target" else config.source
-    domains, data_path, classes = load_domains(
+    domains, data_path, classes, skipped = load_domains(
         config, list(dict.fromkeys([config.source, target])), accelerator, channels_last)
     with accelerator.main_process_first():
         model = build_model(config.pretrained, len(classes), discriminator=method == "dann")
@@ -243,7 +318,7 @@ def run(config: TrainConfig, method: str) -> dict:
                   source_eval=domains[config.source])
     model = results.pop("model")
     results = {"method": method, "config": dataclasses.asdict(config), **results,
-               "classes": classes, "data_path": data_path,
+               "classes": classes, "data_path": data_path, "skipped_images": skipped,
                "num_processes": accelerator.num_processes,
                "mixed_precision": accelerator.mixed_precision,
                "wall_seconds": time.time() - wall_start}

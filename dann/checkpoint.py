@@ -1,0 +1,162 @@
+"""Checkpoints that survive a kill: atomic save, keep the last K, find the newest, resume.
+
+A checkpoint is `<output_dir>/checkpoints/step_<step>/`: Accelerate's `save_state` (model
+as safetensors, optimizer, GradScaler, RNG states of every process) plus `progress.json`
+and `config.json`. It is written to a hidden temporary folder and renamed when complete,
+so a folder with the final name is always whole. `StopOnSignal` turns SIGTERM / SIGINT
+into a flag the loop checks after each step.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+from accelerate import Accelerator
+
+from dann.errors import UserError
+
+NAME = re.compile(r"^step_(\d+)$")
+# Flags whose change makes a resumed run a different run (other data, other batches).
+MUST_MATCH = ("source", "target", "train_on", "batch_size", "seed", "augment")
+
+
+def checkpoint_dir(output_dir: str | Path) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def complete_checkpoints(folder: str | Path) -> list[Path]:
+    """Finished checkpoints in `folder`, oldest first (temporary folders are not listed)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir()
+             if (m := NAME.match(p.name)) and (p / "progress.json").is_file()]
+    return [p for _, p in sorted(found)]
+
+
+def save(accelerator: Accelerator, folder: str | Path, progress, config) -> Path:
+    """Write a checkpoint of the prepared model/optimizer and `progress`; keep the newest
+    `config.keep_checkpoints`. Every process must call it (each saves its RNG state)."""
+    folder = Path(folder)
+    final = folder / f"step_{progress.step:08d}"
+    tmp = folder / f".{final.name}.tmp"
+    if final.exists():  # saved already: a signal right after an epoch's checkpoint
+        return final
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)  # left by a run killed while saving
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(tmp))
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+            (tmp / "progress.json").write_text(json.dumps(progress.state_dict()))
+            tmp.rename(final)  # atomic: the final name appears only when all is written
+            for old in complete_checkpoints(folder)[:-config.keep_checkpoints]:
+                shutil.rmtree(old, ignore_errors=True)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"writing checkpoint {final} failed ({e}); free disk space or choose "
+                        f"another --output_dir; older checkpoints in {folder} are untouched") from None
+    accelerator.wait_for_everyone()
+    return final
+
+
+def find_resume(resume: str, output_dir: str) -> Path | None:
+    """The checkpoint `--resume` names: 'auto' (newest in output_dir, None if there is none),
+    a checkpoint folder, or a run folder (its newest checkpoint)."""
+    if not resume:
+        return None
+    if resume == "auto":
+        found = complete_checkpoints(checkpoint_dir(output_dir))
+        return found[-1] if found else None
+    path = Path(resume)
+    if (path / "progress.json").is_file():
+        return path
+    found = complete_checkpoints(checkpoint_dir(path)) or complete_checkpoints(path)
+    if not found:
+        raise UserError(f"--resume {resume}: no complete checkpoint there; give a run folder "
+                        f"(with checkpoints/step_*), one checkpoints/step_* folder, or 'auto'")
+    return found[-1]
+
+
+def check_fresh(output_dir: str) -> None:
+    """Refuse to start a new run where an earlier run's checkpoints would mix with its own."""
+    found = complete_checkpoints(checkpoint_dir(output_dir))
+    if found:
+        raise UserError(f"--output_dir {output_dir} already holds checkpoints of an earlier run "
+                        f"({found[-1].name}); continue it with --resume auto, or choose another --output_dir")
+
+
+def run_dir_of(resume: str) -> str:
+    """The output_dir a `--resume PATH` run continues in (for runs started without one)."""
+    path = Path(resume)
+    if NAME.match(path.name) and path.parent.name == "checkpoints":
+        return str(path.parent.parent)
+    return str(path.parent if path.name == "checkpoints" else path)
+
+
+def load(accelerator: Accelerator, path: Path, progress, config) -> None:
+    """Restore model, optimizer, RNG states and `progress` from checkpoint `path`.
+
+    Tensors are read with weights_only=True (Accelerate's loader) and progress from JSON;
+    Accelerate's registered objects are not used because it unpickles them unrestricted.
+    """
+    saved = json.loads((path / "config.json").read_text())
+    changed = [k for k in MUST_MATCH if k in saved and saved[k] != getattr(config, k)]
+    if changed:
+        raise UserError(f"--resume {path}: the checkpoint was trained with other "
+                        + ", ".join(f"--{k} ({saved[k]} there, {getattr(config, k)} now)" for k in changed)
+                        + "; use the same flags or start a new --output_dir")
+    if not (path / f"random_states_{accelerator.process_index}.pkl").is_file():
+        raise UserError(f"--resume {path}: no RNG state for process {accelerator.process_index}; "
+                        f"resume with the same number of processes it was saved with")
+    try:
+        accelerator.load_state(str(path))
+    except Exception as e:  # unpickling refused, shape mismatch, a damaged file
+        raise UserError(f"--resume {path}: cannot load the checkpoint ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); it was written by another "
+                        f"method or model, or is damaged; pass an older checkpoint") from None
+    progress.load_state_dict(json.loads((path / "progress.json").read_text()))
+    notes = [f"--{k} {saved[k]} -> {v}" for k, v in dataclasses.asdict(config).items()
+             if k in saved and saved[k] != v and k not in ("resume", "output_dir")]
+    accelerator.print(f"resumed from {path} at step {progress.step} (epoch {progress.epoch})"
+                      + (f"; changed flags: {', '.join(notes)}" if notes else ""))
+
+
+class Interrupted(Exception):
+    """Training stopped on SIGTERM / SIGINT after saving a checkpoint; `exit_code` is 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopOnSignal:
+    """Within `with`, SIGTERM and SIGINT set `.signum` instead of killing the process, so the
+    loop can finish its step and checkpoint. A second Ctrl-C interrupts at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        self.signum = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():  # handlers: main thread only
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)

@@ -1,0 +1,191 @@
+"""Checkpoints, resume after SIGKILL / SIGTERM / SIGINT, the NaN stop, and safe loading.
+
+Runs go through the real command line with a tiny model (tests/tiny_train.py) on a tiny
+generated PACS: 8 images per domain, batch 2, so 4 steps per epoch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dann import checkpoint
+from dann.cli import main
+from tests.conftest import write_tiny_pacs
+from tests.tiny_train import patch
+
+TINY_TRAIN = Path(__file__).with_name("tiny_train.py")
+STEPS_PER_EPOCH = 4
+
+
+@pytest.fixture
+def data(tmp_path) -> Path:
+    return write_tiny_pacs(tmp_path / "PACS", per_class=4)
+
+
+def flags(data: Path, out: Path, *extra: str) -> list[str]:
+    return ["--cpu", "--pretrained", "none", "--data_root", str(data), "--batch_size", "2",
+            "--epochs", "4", "--lr", "0.05", "--num_workers", "0", "--data_path", "tensor",
+            "--augment", "--lr_schedule", "dann", "--alpha_schedule", "dann",
+            "--cache_dir", str(data.parent / "cache"), "--output_dir", str(out), *extra]
+
+
+def train(argv: list[str], env: dict | None = None, method: str = "dann") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TINY_TRAIN), method, *argv], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def metrics(out: Path) -> dict:
+    results = json.loads((out / "results.json").read_text())
+    return {k: results[k] for k in ("epochs", "target_acc", "source_acc", "best_target_acc", "steps")}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> dict:
+    """The run never interrupted (same data as `data`: write_tiny_pacs is seeded)."""
+    data = write_tiny_pacs(tmp_path_factory.mktemp("reference") / "PACS", per_class=4)
+    run = train(flags(data, data.parent / "reference"))
+    assert run.returncode == 0, run.stderr[-2000:]
+    return metrics(data.parent / "reference")
+
+
+# ---------------------------------------------------------------------------- checkpoint files
+
+class FakeProgress:
+    def __init__(self, step):
+        self.step = step
+
+    def state_dict(self):
+        return {"step": self.step}
+
+
+def test_keeps_the_last_k_and_ignores_unfinished_folders(tmp_path):
+    from accelerate import Accelerator
+    from dann.config import TrainConfig
+
+    accelerator = Accelerator(cpu=True)
+    accelerator.prepare(torch.nn.Linear(2, 2))
+    config = TrainConfig(keep_checkpoints=2)
+    folder = tmp_path / "checkpoints"
+    for step in (4, 8, 12):
+        checkpoint.save(accelerator, folder, FakeProgress(step), config)
+    (folder / ".step_00000016.tmp").mkdir()  # a save killed midway
+    (folder / "step_00000020").mkdir()  # no progress.json: not complete
+    assert [p.name for p in checkpoint.complete_checkpoints(folder)] == ["step_00000008", "step_00000012"]
+    assert checkpoint.find_resume("auto", str(tmp_path)) == folder / "step_00000012"
+    assert checkpoint.find_resume(str(tmp_path), "") == folder / "step_00000012"
+    assert checkpoint.find_resume(str(folder / "step_00000008"), "") == folder / "step_00000008"
+    assert checkpoint.run_dir_of(str(folder / "step_00000008")) == str(tmp_path)
+    assert checkpoint.find_resume("auto", str(tmp_path / "elsewhere")) is None
+
+
+# ---------------------------------------------------------------------------- kill and resume
+
+@pytest.mark.slow
+def test_sigkill_then_resume_gives_the_same_metrics(data, uninterrupted):
+    out = data.parent / "killed"
+    argv = flags(data, out, "--checkpoint_every", "1")
+    process = subprocess.Popen([sys.executable, str(TINY_TRAIN), "dann", *argv],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               env={**os.environ, "TINY_STEP_SLEEP": "0.3"})
+    deadline = time.time() + 90
+    while not checkpoint.complete_checkpoints(out / "checkpoints") and time.time() < deadline:
+        assert process.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    process.kill()  # SIGKILL: no handler runs
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    assert not (out / "results.json").exists()
+    saved = checkpoint.complete_checkpoints(out / "checkpoints")
+    assert saved and int(saved[-1].name.split("_")[1]) < 4 * STEPS_PER_EPOCH
+
+    resumed = train(argv + ["--resume", "auto"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert metrics(out) == uninterrupted
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, data_path", [("SIGTERM", "tensor"), ("SIGINT", "loader")])
+def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, name, data_path):
+    out = data.parent / name
+    argv = flags(data, out) + ["--data_path", data_path]
+    stopped = train(argv, {"TINY_SIGNAL_AT_STEP": "6", "TINY_SIGNAL": name})
+    assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr[-2000:]
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"stopped: {name} at step 6") and "--resume auto" in last, last
+    assert [p.name for p in checkpoint.complete_checkpoints(out / "checkpoints")] == ["step_00000006"]
+    assert "Traceback" not in stopped.stderr
+
+    resumed = train(argv + ["--resume", "auto"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert metrics(out) == uninterrupted
+
+
+# ---------------------------------------------------------------------------- NaN, refusals, safety
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, monkeypatch, capsys):
+    import dann.train
+    patch(dann.train)  # monkeypatch below restores the originals
+    monkeypatch.setenv("TINY_NAN_AT_STEP", "7")
+    out = data.parent / "nan"
+    assert main("dann", flags(data, out, "--checkpoint_every", "1")) == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    good = out / "checkpoints" / "step_00000004"
+    assert error.startswith("error: the loss is nan at step 7 (epoch 2)"), error
+    assert f"the last good checkpoint is {good}" in error
+    assert checkpoint.complete_checkpoints(out / "checkpoints") == [good]
+    assert not (out / "results.json").exists()
+
+
+@pytest.fixture(autouse=True)
+def restore_train_module(monkeypatch):
+    import dann.train
+    for name in ("build_model", "dann_step", "baseline_step"):
+        monkeypatch.setattr(dann.train, name, getattr(dann.train, name))
+
+
+def test_fresh_run_refuses_a_folder_with_checkpoints_and_resume_checks_flags(data, capsys):
+    import dann.train
+    patch(dann.train)
+    out = data.parent / "run"
+    assert main("dann", flags(data, out, "--checkpoint_every", "2", "--epochs", "2")) == 0
+    capsys.readouterr()
+    assert main("dann", flags(data, out)) == 1
+    assert "already holds checkpoints" in capsys.readouterr().err
+    assert main("dann", flags(data, out, "--resume", "auto", "--batch_size", "4")) == 1
+    assert "--batch_size (2 there, 4 now)" in capsys.readouterr().err
+    # Resuming a finished run: nothing left to train, results written again from the checkpoint.
+    (out / "results.json").unlink()
+    assert main("dann", flags(data, out, "--resume", "auto", "--epochs", "2")) == 0
+    assert json.loads((out / "results.json").read_text())["steps"] == 2 * STEPS_PER_EPOCH
+
+
+def test_resume_refuses_a_pickle_that_runs_code(data, tmp_path, capsys):
+    import dann.train
+    patch(dann.train)
+    out = data.parent / "run"
+    assert main("dann", flags(data, out, "--checkpoint_every", "1", "--epochs", "1")) == 0
+    marker = tmp_path / "pwned"
+    saved = checkpoint.complete_checkpoints(out / "checkpoints")[-1]
+    torch.save({"state": Exploit(str(marker))}, saved / "optimizer.bin")
+    capsys.readouterr()
+    assert main("dann", flags(data, out, "--resume", str(saved), "--epochs", "2")) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith(f"error: --resume {saved}: cannot load"), error
+    assert not marker.exists()
+
+
+class Exploit:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.path),))
