@@ -48,8 +48,9 @@ def main(argv: list[str]) -> int:
     if args.command == "run":
         rows = sweeps.run_local(args.sweep, args.out, extra, args.launcher,
                                 [g for g in args.gpus.split(",") if g] or None, args.wandb, args.max_runs)
-        failed = [r for r in rows if r["status"] == "failed"]
-        print(f"{len(rows) - len(failed)} of {len(rows)} runs finished, {len(failed)} failed -> {args.out}/table.md")
+        count = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "pending")}
+        print(f"{count['finished']} of {len(rows)} runs finished, {count['failed']} failed, "
+              f"{count['pending']} left -> {args.out}/table.md")
     elif args.command == "best":
         config, rows = sweeps.collect(args.sweep)
         chosen = sweeps.best_run(config, rows)

@@ -68,10 +68,3 @@ def test_unreachable_wandb_warns_once_and_never_shows_the_key(tiny_pacs, tmp_pat
     assert proc.stderr.count("W&B unavailable") == 1, proc.stderr[-3000:]
     assert results["target_acc"] is not None
     assert key not in proc.stdout + proc.stderr + (out / "results.json").read_text()
-
-
-def test_tracking_off_writes_no_wandb_folder(tiny_pacs, tmp_path):
-    out = tmp_path / "run"
-    proc, results = train("train_baseline.py", tiny_pacs, out, "--no-tsne", env=clean_env(tmp_path))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert results["target_acc"] is not None and not (out / "wandb").exists()
