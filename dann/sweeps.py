@@ -258,7 +258,8 @@ def collect(source: str) -> tuple[dict, list[dict]]:
     """A local sweep folder, or a W&B sweep path."""
     if Path(source).is_dir():
         return collect_local(source)
-    if source.startswith("wandb:") or source.count("/") in (2, 3):
+    local_looking = Path(source.split("/")[0]).exists() or source.startswith((".", "/"))
+    if source.startswith("wandb:") or (source.count("/") in (2, 3) and not local_looking):
         return collect_wandb(source)
     raise UserError(f"{source} is neither a local sweep folder nor a W&B sweep path entity/project/sweep_id")
 
