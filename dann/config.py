@@ -76,6 +76,18 @@ class TrainConfig:
     report_to: str = field(default="none", metadata=_flag(
         "experiment trackers", choices=("none", "wandb", "tensorboard", "all")))
     log_every: int = field(default=10, metadata=_flag("iterations between train/* tracker logs"))
+    # experiment tracking
+    wandb_project: str = field(default="dann-pacs", metadata=_flag("W&B project (--report_to wandb)"))
+    wandb_entity: str = field(default="", metadata=_flag("W&B entity: user or team (default: yours)"))
+    run_name: str = field(default="", metadata=_flag("tracker run name (default: W&B's random name)"))
+    wandb_group: str = field(default="", metadata=_flag("W&B group, e.g. the experiment: 4B"))
+    wandb_tags: str = field(default="", metadata=_flag("W&B tags, comma-separated"))
+    tsne: bool = field(default=True, metadata=_flag(
+        "at the end: t-SNE of G_f features (source and target) and the target confusion matrix"))
+    tsne_samples: int = field(default=500, metadata=_flag("images per domain in the t-SNE"))
+    seeds: str = field(default="", metadata=_flag(
+        "comma-separated seeds: one model per seed (and target), reported as mean and std; "
+        "overrides --seed"))
     # fault tolerance
     checkpoint_every: int = field(default=0, metadata=_flag(
         "epochs between checkpoints in <output_dir>/checkpoints (0: only on SIGTERM/SIGINT)"))
@@ -89,6 +101,11 @@ class TrainConfig:
     @property
     def targets(self) -> list[str]:
         return [t for t in self.target.split(",") if t]
+
+    @property
+    def seed_list(self) -> list[int]:
+        """--seeds as ints, or [--seed] when --seeds is not given."""
+        return [int(s) for s in self.seeds.split(",") if s.strip()] or [self.seed]
 
 
 def get_args_parser(method: str) -> argparse.ArgumentParser:
@@ -134,6 +151,14 @@ def validate(config: TrainConfig, method: str) -> list[str]:
             errors.append(f"--target {t} is the same as --source; adaptation needs two domains")
     if len(set(targets)) != len(targets):
         errors.append(f"--target lists a domain twice: {config.target}")
+    try:
+        seeds = config.seed_list
+        if len(set(seeds)) != len(seeds):
+            errors.append(f"--seeds lists a seed twice: {config.seeds}")
+    except ValueError:
+        errors.append(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {config.seeds!r}")
+    if config.tsne_samples <= 1:
+        errors.append(f"--tsne_samples must be > 1, got {config.tsne_samples}")
     return errors
 
 

@@ -7,6 +7,7 @@ two moons). The two methods differ only in the step they plug in: `dann_step` or
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -23,7 +24,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 from tqdm.auto import tqdm
 
-from dann import checkpoint, pacs
+from dann import checkpoint, pacs, tracking
 from dann.config import TrainConfig, default_output_dir
 from dann.data import ImageTransform, LoaderDomain, TensorDomain, cycle
 from dann.errors import UserError
@@ -289,8 +290,16 @@ def load_domains(config: TrainConfig, names: list[str], accelerator: Accelerator
     return domains, data_path, classes, skipped
 
 
+def with_seed(domain, seed: int):
+    """The same domain (same tensors), shuffled and augmented with another seed."""
+    domain = copy.copy(domain)
+    domain.seed = seed
+    return domain
+
+
 def run(config: TrainConfig, method: str) -> dict:
-    """Train one model from flags; write results.json and the final weights to output_dir."""
+    """Train one model per target and seed from flags; write results.json, the final
+    weights and the figures to output_dir (a subfolder per model when there are several)."""
     wall_start = time.time()
     accelerator = make_accelerator(config)
     if config.resume not in ("", "auto") and not config.output_dir:  # continue in the run's folder
@@ -298,37 +307,59 @@ def run(config: TrainConfig, method: str) -> dict:
     if not config.output_dir:  # one name for all processes, chosen by the main one
         config.output_dir = broadcast_object_list([default_output_dir(config, method)])[0]
     output_dir = Path(config.output_dir)
-    # Seed before the model is built: the initial weights (of the new last layers, or all of
-    # them with --pretrained none) and dropout masks then repeat from run to run.
-    set_seed(config.seed)
     channels_last = config.channels_last == "on" or (
         config.channels_last == "auto" and accelerator.device.type == "cuda")
 
-    target = config.targets[0]
-    train_name = target if config.train_on == "target" else config.source
     domains, data_path, classes, skipped = load_domains(
-        config, list(dict.fromkeys([config.source, target])), accelerator, channels_last)
-    with accelerator.main_process_first():
-        model = build_model(config.pretrained, len(classes), discriminator=method == "dann")
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        config, list(dict.fromkeys([config.source, *config.targets])), accelerator, channels_last)
+    tracking.init_tracking(accelerator, config, dataclasses.asdict(config))
+    runs, step_offset = [], 0
+    for target in config.targets:  # --target cartoon,sketch: cross-domain validation
+        for seed in config.seed_list:  # --seeds 0,1,2: final runs
+            prefix = tracking.model_prefix(target, seed, config)
+            one = dataclasses.replace(config, target=target, seed=seed, seeds="",
+                                      output_dir=str(output_dir / prefix))  # own checkpoints
+            # Seed before the model is built: the initial weights (of the new last layers, or
+            # all of them with --pretrained none) and dropout masks then repeat from run to run.
+            set_seed(seed)
+            with accelerator.main_process_first():
+                model = build_model(config.pretrained, len(classes), discriminator=method == "dann")
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            source, test = with_seed(domains[config.source], seed), with_seed(domains[target], seed)
+            train = test if config.train_on == "target" else source
+            log_to = tracking.PrefixedLog(accelerator, prefix, step_offset) if prefix else accelerator
+            results = fit(one, method, log_to, model, train, test, source_eval=source)
+            model = results.pop("model")
+            model_dir = output_dir / prefix
+            results.update(tracking.end_of_run_figures(accelerator, model, source, test, classes,
+                                                       one, model_dir, prefix))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                model_dir.mkdir(parents=True, exist_ok=True)
+                accelerator.save_model(model, model_dir)  # model.safetensors
+            runs.append({"target": target, "seed": seed, **results})
+            step_offset += results["steps"]
+            accelerator.free_memory()  # the next model starts clean
+            del model
 
-    accelerator.init_trackers("dann-pacs", config=dataclasses.asdict(config))
-    results = fit(config, method, accelerator, model, domains[train_name], domains[target],
-                  source_eval=domains[config.source])
-    model = results.pop("model")
-    results = {"method": method, "config": dataclasses.asdict(config), **results,
+    summary = tracking.summarize(runs)
+    tracking.log_summary(accelerator, summary)
+    results = {"method": method, "config": dataclasses.asdict(config), **summary,
+               **(runs[0] if len(runs) == 1 else {}), "runs": runs,
                "classes": classes, "data_path": data_path, "skipped_images": skipped,
                "num_processes": accelerator.num_processes,
                "mixed_precision": accelerator.mixed_precision,
                "wall_seconds": time.time() - wall_start}
-    accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        accelerator.save_model(model, output_dir)  # model.safetensors
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-        accelerator.print(f"target_acc={results['target_acc']:.4f} best_target_acc="
-                          f"{results['best_target_acc']:.4f} source_acc={results['source_acc']:.4f} "
-                          f"({results['num_target_eval']} target images) -> {output_dir}/results.json")
+        for r in runs:
+            accelerator.print(f"{r['target']} seed {r['seed']}: target_acc={r['target_acc']:.4f} "
+                              f"best_target_acc={r['best_target_acc']:.4f} source_acc="
+                              f"{r['source_acc']:.4f} ({r['num_target_eval']} target images)")
+        extra = "".join(f" {k}={summary[k]:.4f}" for k in summary if k.startswith("xdomain/"))
+        accelerator.print(f"target_acc={summary['target_acc']:.4f} +/- {summary['target_acc_std']:.4f}"
+                          f"{extra} -> {output_dir}/results.json")
     accelerator.end_training()
     return results

@@ -22,20 +22,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import dann.train  # noqa: E402
 from dann.cli import main  # noqa: E402
-from dann.model import grad_reverse  # noqa: E402
+from dann.model import DANN  # noqa: E402
 
 
-class TinyDANN(nn.Module):
+class TinyDANN(DANN):
     def __init__(self, num_classes: int, discriminator: bool = True):
         super().__init__()
-        self.features = nn.Sequential(nn.AvgPool2d(16), nn.Flatten(), nn.Linear(3 * 14 * 14, 16),
-                                      nn.ReLU(), nn.Dropout(0.5))
+        self.embed = nn.Sequential(nn.AvgPool2d(16), nn.Flatten(), nn.Linear(3 * 14 * 14, 16),
+                                   nn.ReLU(), nn.Dropout(0.5))
         self.classifier = nn.Linear(16, num_classes)
         self.discriminator = nn.Linear(16, 2) if discriminator else None
-
-    def forward(self, x, alpha=None):
-        f = self.features(x)
-        return self.classifier(f) if alpha is None else self.discriminator(grad_reverse(f, alpha))
 
 
 def tiny_model(pretrained: str, num_classes: int = 7, discriminator: bool = True) -> TinyDANN:

@@ -1,0 +1,272 @@
+"""Experiment tracking: W&B through Accelerate's WandBTracker (with an offline fallback),
+per-model metric prefixes, the run summary, and the end-of-run figures (target confusion
+matrix, t-SNE of G_f features of source and target images).
+
+wandb, matplotlib and sklearn are imported inside the functions that use them: the
+training machine may lack them when tracking and figures are off.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dann.config import TrainConfig
+
+SUMMARY_KEYS = ("target_acc", "best_target_acc", "source_acc")
+
+
+# ---------------------------------------------------------------------------- tracker setup
+
+def wandb_init_kwargs(config: TrainConfig, output_dir: str) -> dict:
+    """wandb.init keyword arguments from the flags (empty flags left to W&B's defaults)."""
+    kwargs = {"entity": config.wandb_entity or None, "name": config.run_name or None,
+              "group": config.wandb_group or None,
+              "tags": [t for t in config.wandb_tags.split(",") if t] or None,
+              "dir": output_dir or None}
+    return {k: v for k, v in kwargs.items() if v is not None}
+
+
+def _redact(text: str) -> str:
+    key = os.environ.get("WANDB_API_KEY")
+    return text.replace(key, "***") if key else text
+
+
+def start_wandb(project: str, init_kwargs: dict):
+    """Accelerate's WandBTracker, started; if W&B is unreachable or not logged in, one
+    warning and an offline run instead (synced later with `wandb sync`); None if even
+    that fails. Main process only."""
+    from accelerate.tracking import WandBTracker
+
+    tracker = WandBTracker(project, **init_kwargs)
+    try:
+        tracker.start()
+        return tracker
+    except Exception as e:  # noqa: BLE001 -- any failure to reach W&B must not stop training
+        reason = _redact(f"{type(e).__name__}: {e}".splitlines()[0])
+    try:
+        import wandb
+        if wandb.run is not None:
+            wandb.finish(quiet=True)
+        tracker = WandBTracker(project, **{**init_kwargs, "mode": "offline"})
+        tracker.start()
+        warnings.warn(f"W&B unavailable ({reason}); logging offline to {tracker.run.dir} "
+                      "-- upload later with `wandb sync`", stacklevel=2)
+        return tracker
+    except Exception as e:  # noqa: BLE001
+        warnings.warn(f"W&B unavailable ({reason}) and offline logging failed "
+                      f"({_redact(str(e).splitlines()[0] if str(e) else type(e).__name__)}); "
+                      "training goes on without W&B", stacklevel=2)
+        return None
+
+
+def init_tracking(accelerator, config: TrainConfig, config_dict: dict) -> None:
+    """Start the trackers named by --report_to; only the main process talks to W&B."""
+    wants_wandb = any(str(t) == "wandb" for t in accelerator.log_with)
+    accelerator.log_with = [t for t in accelerator.log_with if str(t) != "wandb"]
+    accelerator.init_trackers(config.wandb_project, config=config_dict)  # tensorboard, if any
+    if wants_wandb and accelerator.is_main_process:
+        tracker = start_wandb(config.wandb_project, wandb_init_kwargs(config, config.output_dir))
+        if tracker is not None:
+            tracker.store_init_configuration(config_dict)
+            accelerator.trackers.append(tracker)
+
+
+def wandb_run(accelerator):
+    """The live wandb Run on the main process, else None."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb":
+            return tracker.tracker
+    return None
+
+
+class PrefixedLog:
+    """The accelerator, with `log` putting every key under `prefix/` and its own x-axis
+    `prefix/step`: several models (targets, seeds) share one tracker run. W&B steps must
+    increase, so each model's steps are shifted by `step_offset`."""
+
+    def __init__(self, accelerator, prefix: str, step_offset: int):
+        self._accelerator, self.prefix, self.step_offset = accelerator, prefix, step_offset
+        run = wandb_run(accelerator)
+        if run is not None:
+            run.define_metric(f"{prefix}/step")
+            run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
+
+    def __getattr__(self, name):
+        return getattr(self._accelerator, name)
+
+    def log(self, values: dict, step: int | None = None, log_kwargs: dict | None = None):
+        values = {f"{self.prefix}/{k}": v for k, v in values.items()}
+        if step is not None:
+            values[f"{self.prefix}/step"] = step
+            step += self.step_offset
+        self._accelerator.log(values, step=step, log_kwargs=log_kwargs or {})
+
+
+def model_prefix(target: str, seed: int, config: TrainConfig) -> str:
+    """Where one model's metrics and files go: '' for a single model, else e.g.
+    'cartoon', 'seed1' or 'cartoon/seed1'."""
+    parts = [target] if len(config.targets) > 1 else []
+    parts += [f"seed{seed}"] if len(config.seed_list) > 1 else []
+    return "/".join(parts)
+
+
+# ---------------------------------------------------------------------------- the summary
+
+def summarize(runs: list[dict]) -> dict:
+    """Summary keys over the models of one run (each with target, seed and SUMMARY_KEYS).
+
+    target_acc etc.: mean over all models; *_std: standard deviation over seeds of the
+    per-seed mean over targets (sample std; 0 for one seed); <target>/<key>: mean over
+    seeds; xdomain/<key>_mean: mean over targets, the metric cross-domain sweeps maximize.
+    """
+    targets = list(dict.fromkeys(r["target"] for r in runs))
+    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    summary = {"num_seeds": len(seeds), "seeds": seeds, "targets": targets}
+    for key in SUMMARY_KEYS:
+        summary[key] = statistics.fmean(r[key] for r in runs)
+        per_seed = [statistics.fmean(r[key] for r in runs if r["seed"] == s) for s in seeds]
+        summary[f"{key}_std"] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
+        if len(targets) > 1:
+            for t in targets:
+                summary[f"{t}/{key}"] = statistics.fmean(r[key] for r in runs if r["target"] == t)
+            summary[f"xdomain/{key}_mean"] = statistics.fmean(summary[f"{t}/{key}"] for t in targets)
+    return summary
+
+
+def log_summary(accelerator, summary: dict) -> None:
+    """The summary as W&B run summary (not a history step); other trackers get one log."""
+    numbers = {k: v for k, v in summary.items() if isinstance(v, (int, float))}
+    for tracker in accelerator.trackers:
+        if tracker.name == "wandb":
+            tracker.tracker.summary.update(numbers)
+        else:
+            tracker.log(numbers)
+
+
+# ---------------------------------------------------------------------------- figures
+
+@torch.no_grad()
+def confusion_matrix(model, domain, accelerator, num_classes: int) -> torch.Tensor:
+    """(true, predicted) counts over the whole domain; every process must call it."""
+    model.eval()
+    counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=accelerator.device)
+    for x, y in domain.eval_batches():
+        counts += torch.bincount(y * num_classes + model(x).argmax(1), minlength=num_classes ** 2)
+    model.train()
+    return accelerator.reduce(counts, reduction="sum").view(num_classes, num_classes).cpu()
+
+
+def _sample(domain, n: int, seed: int) -> torch.Tensor:
+    """Indices of up to n examples of the domain, the same for the same seed."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(len(domain), generator=generator)[:n].sort().values
+
+
+def _inputs(domain, index: torch.Tensor) -> torch.Tensor:
+    if getattr(domain, "files", None) is not None:  # LoaderDomain: decode the files
+        from dann.pacs import decode_image
+        x = torch.stack([torch.from_numpy(decode_image(domain.files.paths[i])) for i in index.tolist()])
+        x = x.to(domain.device)
+    else:
+        x = domain.inputs[index.to(domain.device)]
+    return domain.transform(x) if domain.transform is not None else x
+
+
+@torch.no_grad()
+def embed_sample(model, domain, n: int, seed: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """G_f features (n, d) and labels of a sample of the domain, on this process."""
+    model.eval()
+    index = _sample(domain, n, seed)
+    features = [model.embed(_inputs(domain, i)).float().cpu() for i in index.split(batch_size)]
+    model.train()
+    return torch.cat(features).numpy(), domain.labels[index.to(domain.device)].cpu().numpy()
+
+
+def tsne_2d(features: np.ndarray, seed: int) -> np.ndarray:
+    """t-SNE of all points jointly, after PCA to 50 dimensions (the usual speed-up)."""
+    from sklearn.decomposition import PCA
+    from sklearn.manifold import TSNE
+
+    n = len(features)
+    if features.shape[1] > 50 and n > 50:
+        features = PCA(n_components=50, random_state=seed).fit_transform(features)
+    perplexity = min(30.0, (n - 1) / 3)
+    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(features)
+
+
+def plot_tsne(points: np.ndarray, colors: np.ndarray, names: list[str], title: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 6))
+    cmap = plt.get_cmap("tab10")
+    for i, name in enumerate(names):
+        mask = colors == i
+        ax.scatter(points[mask, 0], points[mask, 1], s=6, color=cmap(i % 10), label=name, alpha=0.7)
+    ax.set_title(title)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(markerscale=3, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_confusion(counts: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    ax.imshow(counts, cmap="Blues")
+    for (i, j), c in np.ndenumerate(counts):
+        ax.text(j, i, str(c), ha="center", va="center", fontsize=8,
+                color="white" if c > counts.max() / 2 else "black")
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def end_of_run_figures(accelerator, model, source, target, classes: list[str], config: TrainConfig,
+                       out_dir: Path, prefix: str = "") -> dict:
+    """Target confusion matrix and, with --tsne, the t-SNE of source and target features
+    (by class, by domain): PNGs in out_dir, images in W&B. Returns what goes to results.json.
+    Every process must call it (the confusion matrix is summed across processes)."""
+    counts = confusion_matrix(model, target, accelerator, len(classes)).numpy()
+    results = {"confusion_matrix": counts.tolist()}
+    if not accelerator.is_main_process:
+        return results
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key = f"{prefix}/" if prefix else ""
+    where = f"{source.name}->{target.name}"
+    files = {"confusion_matrix": out_dir / "confusion_matrix.png"}
+    plot_confusion(counts, classes, f"target confusion matrix ({where})", files["confusion_matrix"])
+    if config.tsne:
+        net = accelerator.unwrap_model(model)
+        f_s, y_s = embed_sample(net, source, config.tsne_samples, config.seed, config.batch_size)
+        f_t, y_t = embed_sample(net, target, config.tsne_samples, config.seed + 1, config.batch_size)
+        points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
+        domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
+        files["tsne_by_class"] = out_dir / "tsne_by_class.png"
+        files["tsne_by_domain"] = out_dir / "tsne_by_domain.png"
+        plot_tsne(points, np.concatenate([y_s, y_t]), classes,
+                  f"t-SNE of G_f features, by class ({where})", files["tsne_by_class"])
+        plot_tsne(points, domain, [source.name, target.name],
+                  f"t-SNE of G_f features, by domain ({where})", files["tsne_by_domain"])
+    run = wandb_run(accelerator)
+    if run is not None:
+        import wandb
+        run.log({f"{key}figures/{name}": wandb.Image(str(path)) for name, path in files.items()})
+    results["figures"] = {name: str(path) for name, path in files.items()}
+    return results

@@ -1,0 +1,206 @@
+"""Sweeps: every YAML in sweeps/ is a valid grid sweep whose parameters are flags the program
+accepts; the local runner skips finished runs when restarted and records failures; the best
+configuration and the final command; the report table from recorded runs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from train_helpers import QUICK, ROOT, clean_env
+
+from dann import report, sweeps
+from dann.config import get_args_parser, parse_config
+
+YAMLS = sorted((ROOT / "sweeps").glob("*.yaml"))
+
+
+def test_there_is_a_sweep_per_experiment():
+    assert [p.name[:2] for p in YAMLS] == ["3A", "3B", "4A", "4C"]
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.stem)
+def test_sweep_yaml_is_valid_and_its_parameters_are_flags(path):
+    config = sweeps.load_sweep(path)
+    assert sweeps.check_sweep(config) == []
+    assert config["command"][:5] == ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "${program}"]
+    method = sweeps.METHOD_OF_PROGRAM[config["program"]]
+    flags = {a.dest for a in get_args_parser(method)._actions}
+    assert set(config["parameters"]) <= flags, set(config["parameters"]) - flags
+    points = sweeps.grid(config)
+    assert 10 <= len(points) <= 100
+    for params in points:  # as `wandb agent` passes them: --name=value
+        parse_config(method, sweeps.flag_args(params))
+    xdomain = config["metric"]["name"] == "xdomain/target_acc_mean"
+    assert xdomain == ("," in config["parameters"]["target"]["value"])
+    text = path.read_text()  # each grid has a comment line saying why
+    for name, spec in config["parameters"].items():
+        if "values" in spec:
+            before = text.split(f"  {name}:")[0].rstrip().splitlines()[-1]
+            assert before.strip().startswith("#"), f"{path.name}: no comment above {name}"
+
+
+def test_check_sweep_finds_mistakes():
+    bad = {"method": "bayes", "metric": {"name": "x"}, "program": "train.py",
+           "parameters": {"lr": {"values": []}, "alpha": {"min": 0}}, "commands": []}
+    errors = "; ".join(sweeps.check_sweep(bad))
+    for part in ("unknown key 'commands'", "method must be 'grid'", "metric needs", "program must",
+                 "lr: values must", "alpha: a grid needs"):
+        assert part in errors
+
+
+def test_an_unknown_parameter_is_not_a_flag():
+    with pytest.raises(SystemExit):
+        parse_config("baseline", ["--alpha=0.1"])  # DANN only
+
+
+# ---------------------------------------------------------------------------- the local runner
+
+FAKE_PROGRAM = '''
+import json, sys, time
+from pathlib import Path
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+time.sleep(float(args.get("sleep", 0)))
+if args["lr"] == "0.666":
+    sys.exit("boom: lr 0.666 diverged")
+Path(args["output_dir"]).mkdir(parents=True, exist_ok=True)
+Path(args["output_dir"], "results.json").write_text(json.dumps({"target_acc": float(args["lr"]), "argv": sys.argv}))
+'''
+
+
+def fake_sweep(tmp_path: Path, lrs, sleep: float = 0.0) -> Path:
+    """A sweep over a stand-in train_baseline.py in tmp_path, which 'scores' target_acc = lr."""
+    (tmp_path / "train_baseline.py").write_text(FAKE_PROGRAM)
+    config = {"program": "train_baseline.py", "method": "grid", "metric": {"name": "target_acc", "goal": "maximize"},
+              "parameters": {"target": {"value": "art_painting"}, "seed": {"value": 0},
+                             "lr": {"values": lrs}, "sleep": {"value": sleep}},
+              "command": ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "${program}", "${args}"]}
+    path = tmp_path / "fake.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def sweep_cli(*args, cwd, env=None, **kwargs):
+    return subprocess.run([sys.executable, str(ROOT / "sweep.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, env=env or clean_env(Path(cwd)), timeout=120, **kwargs)
+
+
+def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
+    path = fake_sweep(tmp_path, [0.1, 0.666, 0.3, 0.2], sleep=0.6)
+    command = [sys.executable, str(ROOT / "sweep.py"), "run", str(path), "--out", "out",
+               "--launcher", "python", "--wandb", "off"]
+    runner = subprocess.Popen(command, cwd=tmp_path, env=clean_env(tmp_path), start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = tmp_path / "out" / "runs" / sweeps.run_key(sweeps.grid(sweeps.load_sweep(path))[0]) / "results.json"
+    deadline = time.time() + 60
+    while not first.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.killpg(runner.pid, signal.SIGKILL)  # the runner and the run it started
+    runner.wait()
+    assert first.exists()
+    finished_at = first.stat().st_mtime_ns
+    done = [p for p in (tmp_path / "out" / "runs").glob("*/results.json")]
+    assert 1 <= len(done) < 3, "killed before the end"
+
+    proc = sweep_cli("run", str(path), "--out", "out", "--launcher", "python", "--wandb", "off", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("skip ") == len(done) and first.stat().st_mtime_ns == finished_at
+    assert "3 of 4 runs finished, 1 failed, 0 left" in proc.stdout
+    config, rows = sweeps.collect_local(tmp_path / "out")
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert [r["params"]["lr"] for r in failed] == [0.666] and "boom: lr 0.666 diverged" in failed[0]["error"]
+    assert {r["params"]["lr"]: r["metric"] for r in rows if r["status"] == "finished"} == {0.1: 0.1, 0.3: 0.3, 0.2: 0.2}
+    argv = json.loads(Path(rows[2]["results"]).read_text())["argv"]
+    assert "--report_to=none" in argv and "--lr=0.3" in argv  # an argument list, W&B's --name=value
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert table.index("0.3000") < table.index("0.2000") < table.index("0.1000") < table.index("failed")
+
+    again = sweep_cli("run", str(path), "--out", "out", "--launcher", "python", "--wandb", "off", cwd=tmp_path)
+    assert again.stdout.count("skip ") == 3, "finished runs are skipped; the failed one is retried"
+
+
+def test_best_prints_the_config_and_the_final_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the runs start in the current folder: the stand-in program
+    path = fake_sweep(tmp_path, [0.1, 0.3, 0.2])
+    sweeps.run_local(path, tmp_path / "out", launcher="python", wandb_mode="off")
+    proc = sweep_cli("best", "out", "--name", "4B", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "target_acc=0.3000" in proc.stdout and "lr: 0.3" in proc.stdout
+    final = proc.stdout.split("final run:\n")[1].strip()
+    assert final.startswith("accelerate launch --config_file accelerate_config.yaml train_baseline.py")
+    assert "--lr=0.3" in final and "--target=art_painting" in final and "--seeds=0,1,2" in final
+    assert "--seed=" not in final and "--wandb_group=4B" in final and "--output_dir=runs/final/4B" in final
+    missing = sweep_cli("best", "nowhere", cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: nowhere is neither")
+
+
+@pytest.mark.slow
+def test_runner_trains_a_tiny_grid_for_real(tiny_pacs, tmp_path):
+    config = yaml.safe_load((ROOT / "sweeps" / "3A_baseline_photo_art.yaml").read_text())
+    config["parameters"] = {"lr": {"values": [0.01, 0.001]}, "target": {"value": "art_painting"}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    run = ["run", str(path), "--out", str(tmp_path / "out"), "--launcher", "python", "--wandb", "off"]
+    extra = ["--", *QUICK, "--no-tsne", f"--data_root={tiny_pacs}", f"--cache_dir={tmp_path / 'cache'}"]
+    proc = sweep_cli(*run, "--max_runs", "1", *extra, cwd=ROOT, env=clean_env(tmp_path))  # interrupted
+    assert proc.returncode == 0 and "1 of 2 runs finished" in proc.stdout, proc.stdout + proc.stderr
+    proc = sweep_cli(*run, *extra, cwd=ROOT, env=clean_env(tmp_path))
+    assert proc.returncode == 0 and "2 of 2 runs finished" in proc.stdout, proc.stdout + proc.stderr
+    assert proc.stdout.count("skip ") == 1
+
+
+# ---------------------------------------------------------------------------- the report
+
+def recorded(path: Path, method: str, target: str, accs: list[float], train_on: str = "source") -> Path:
+    """A results.json as train_*.py writes it, for a run over len(accs) seeds."""
+    from dann.tracking import summarize
+    runs = [{"target": target, "seed": s, "target_acc": a, "best_target_acc": a, "source_acc": 0.99}
+            for s, a in enumerate(accs)]
+    path.mkdir(parents=True)
+    results = {"method": method, "config": {"source": "photo", "target": target, "train_on": train_on},
+               **summarize(runs), "runs": runs}
+    (path / "results.json").write_text(json.dumps(results))
+    return path
+
+
+def test_report_renders_the_comparison_table(tmp_path, monkeypatch):
+    rows = {"3A": recorded(tmp_path / "3A", "baseline", "art_painting", [0.50, 0.52, 0.54]),
+            "3B": recorded(tmp_path / "3B", "dann", "art_painting", [0.55]),
+            "4B": recorded(tmp_path / "4B", "baseline", "art_painting", [0.48, 0.50]),
+            "4D": recorded(tmp_path / "4D", "dann", "art_painting", [0.49, 0.53]) / "results.json",
+            "upper": recorded(tmp_path / "up", "baseline", "art_painting", [0.95, 0.97], train_on="target")}
+    monkeypatch.chdir(tmp_path)
+    sweeps.run_local(fake_sweep(tmp_path, [0.1, 0.4]), tmp_path / "sweep", launcher="python", wandb_mode="off")
+    rows["swept"] = tmp_path / "sweep"
+    markdown = report.to_markdown(report.build_table({k: str(v) for k, v in rows.items()}))
+    lines = markdown.splitlines()
+    assert lines[0].startswith("| experiment | description | method")
+    assert "| 3A | baseline, hyperparameters tuned on the target (test) domain | baseline | photo -> art_painting " \
+           "| 52.00 ± 2.00 | 3 |" in markdown
+    assert "| 3B |" in markdown and "55.00 ± 0.00 | 1 |" in markdown
+    assert "| 4D | DANN, hyperparameters by cross-domain validation (cartoon, sketch) | dann |" in markdown
+    assert "51.00 ± 2.83 | 2 |" in markdown
+    assert "| upper | baseline trained on the labeled target domain (upper bound) | baseline (on target) |" in markdown
+    assert "96.00 ± 1.41" in markdown
+    assert "| swept |" in markdown and "40.00 ± 0.00" in markdown and "(best run)" in markdown
+
+    proc = sweep_cli("report", f"4B={rows['4B']}", "--out", "report.md", cwd=tmp_path)
+    assert proc.returncode == 0 and "49.00 ± 1.41" in (tmp_path / "report.md").read_text()
+    missing = sweep_cli("report", "4B=nothing", cwd=tmp_path)
+    assert missing.returncode == 1 and missing.stderr.startswith("error: no results at nothing")
+
+
+def test_report_logs_a_wandb_table_offline(tmp_path):
+    rows = {"3A": str(recorded(tmp_path / "3A", "baseline", "art_painting", [0.5, 0.6]))}
+    env = clean_env(tmp_path, WANDB_MODE="offline", WANDB_DIR=str(tmp_path))
+    proc = sweep_cli("report", f"3A={rows['3A']}", "--wandb_project", "dann-pacs", cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr
+    from train_helpers import inspect_wandb
+    summary = inspect_wandb(next((tmp_path / "wandb").glob("offline-run-*")), env)["summary"]
+    assert summary["comparison"]["_type"] == "table-file" and summary["comparison"]["nrows"] == 1

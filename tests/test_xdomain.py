@@ -1,0 +1,60 @@
+"""Cross-domain validation in one run: --target cartoon,sketch trains one model per target with
+the same hyperparameters and seed, logs each under its own prefix, and their mean."""
+from __future__ import annotations
+
+import pytest
+from conftest import write_tiny_pacs
+from train_helpers import clean_env, inspect_wandb, train
+
+
+@pytest.fixture
+def four_domains(tmp_path):
+    return write_tiny_pacs(tmp_path / "PACS", domains=("photo", "art_painting", "cartoon", "sketch"))
+
+
+def test_xdomain_dann_logs_both_targets_and_their_mean(four_domains, tmp_path):
+    env = clean_env(tmp_path, WANDB_MODE="offline")
+    out = tmp_path / "run"
+    proc, results = train("train_dann.py", four_domains, out, "--target", "cartoon,sketch", "--no-tsne",
+                          "--report_to", "wandb", env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [(r["target"], r["seed"]) for r in results["runs"]] == [("cartoon", 0), ("sketch", 0)]
+    mean = (results["cartoon/target_acc"] + results["sketch/target_acc"]) / 2
+    assert results["xdomain/target_acc_mean"] == pytest.approx(mean)
+    for t in ("cartoon", "sketch"):
+        assert (out / t / "model.safetensors").is_file() and (out / t / "confusion_matrix.png").is_file()
+    summary = inspect_wandb(next((out / "wandb").glob("offline-run-*")), env)["summary"]
+    assert summary["xdomain/target_acc_mean"] == pytest.approx(mean)
+    for t in ("cartoon", "sketch"):
+        assert summary[f"{t}/eval/target_acc"] == pytest.approx(results[f"{t}/target_acc"])
+        assert f"{t}/train/class_loss" in summary and f"{t}/step" in summary
+
+
+def test_xdomain_baseline_over_seeds_gives_mean_and_std(four_domains, tmp_path):
+    out = tmp_path / "run"
+    proc, results = train("train_baseline.py", four_domains, out, "--target", "cartoon,sketch",
+                          "--seeds", "3,4", "--no-tsne", env=clean_env(tmp_path))  # tracking off
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [(r["target"], r["seed"]) for r in results["runs"]] == [
+        ("cartoon", 3), ("cartoon", 4), ("sketch", 3), ("sketch", 4)]
+    accs = {(r["target"], r["seed"]): r["target_acc"] for r in results["runs"]}
+    per_seed = [(accs["cartoon", s] + accs["sketch", s]) / 2 for s in (3, 4)]
+    assert results["target_acc"] == pytest.approx(sum(per_seed) / 2)
+    assert results["target_acc_std"] == pytest.approx(abs(per_seed[0] - per_seed[1]) / 2 ** 0.5)
+    assert results["xdomain/target_acc_mean"] == pytest.approx(
+        (accs["cartoon", 3] + accs["cartoon", 4] + accs["sketch", 3] + accs["sketch", 4]) / 4)
+    for t in ("cartoon", "sketch"):
+        for s in (3, 4):
+            assert (out / t / f"seed{s}" / "model.safetensors").is_file()
+    assert not (out / "wandb").exists()
+
+
+def test_bad_seeds_flag_is_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from train_helpers import ROOT
+    proc = subprocess.run([sys.executable, str(ROOT / "train_dann.py"), "--seeds", "0,x"],
+                          capture_output=True, text=True, env=clean_env(tmp_path))
+    assert proc.returncode == 2 and "--seeds must be comma-separated integers" in proc.stderr
+    assert "Traceback" not in proc.stderr
