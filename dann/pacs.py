@@ -11,6 +11,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -103,33 +104,65 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dann_pacs"
 
 
+def cache_path(files: DomainFiles, cache_dir: Path) -> Path:
+    """<cache_dir>/<domain>-<folder>-<fingerprint>.npy. The hash of the domain folder's path
+    keeps two datasets with the same domain names (say the real PACS and a test copy) from
+    evicting each other's caches."""
+    folder = hashlib.sha1(str(files.paths[0].parents[1].resolve()).encode()).hexdigest()[:8]
+    return cache_dir / f"{files.name}-{folder}-{fingerprint(files)}.npy"
+
+
+def _decode_into(npy_file: str, start: int, paths: list[Path]) -> None:
+    """Decode `paths` into rows start, start+1, ... of an .npy file, in place. A worker writes
+    its rows straight into the file's pages: no pixels travel back through the pool's pipe."""
+    images = np.load(npy_file, mmap_mode="r+")
+    for i, path in enumerate(paths, start):
+        images[i] = decode_image(path)
+    # No flush (msync): the pages are shared through the page cache, which every later
+    # reader sees; forcing them to disk here only made the decode wait for the disk.
+
+
 def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int) -> np.ndarray:
-    """All images of a domain as one uint8 array (N, 3, 256, 256), from the cache if current."""
+    """All images of a domain as one uint8 array (N, 3, 256, 256), from the cache if current.
+
+    A cache hit is a read-only memory map of the cache file. A miss decodes into a temporary
+    file beside it (in `workers` processes) and renames it into place, so a half-written
+    cache is never read and concurrent runs never see each other's partial files.
+    """
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cache_file = cache_dir / f"{files.name}-{fingerprint(files)}.npy"
+    cache_file = cache_path(files, cache_dir)
+    shape = (len(files.paths), 3, BASE_SIZE, BASE_SIZE)
     if cache_file.exists():
         images = np.load(cache_file, mmap_mode="r")
-        if images.shape == (len(files.paths), 3, BASE_SIZE, BASE_SIZE):
+        if images.shape == shape:
             return images
-    images = np.empty((len(files.paths), 3, BASE_SIZE, BASE_SIZE), dtype=np.uint8)
-    if workers > 1:
-        with ProcessPoolExecutor(workers) as pool:
-            for i, array in enumerate(pool.map(decode_image, files.paths, chunksize=64)):
-                images[i] = array
-    else:
-        for i, path in enumerate(files.paths):
-            images[i] = decode_image(path)
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        for stale in cache_dir.glob(f"{files.name}-*.npy"):
-            stale.unlink()
-        tmp = cache_file.with_suffix(f".tmp{os.getpid()}.npy")
-        np.save(tmp, images)
-        tmp.replace(cache_file)  # atomic: a half-written cache is never read
+        tmp = cache_dir / f".{cache_file.stem}.{os.getpid()}.partial"  # never matches *.npy
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # header, sparse rows
     except OSError as e:
         warnings.warn(f"could not write the decode cache in {cache_dir} ({e}); "
                       f"the next run decodes again (set --cache_dir to a writable folder)")
-    return images
+        with tempfile.TemporaryDirectory() as scratch:
+            return np.array(decode_domain(files, scratch, workers))  # in memory; scratch goes
+    try:
+        # About 4 chunks per worker: even load at the end, little per-task overhead.
+        size = max(1, -(-len(files.paths) // (max(workers, 1) * 4)))
+        chunks = [(str(tmp), i, files.paths[i: i + size]) for i in range(0, len(files.paths), size)]
+        if workers > 1:
+            with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
+                for future in [pool.submit(_decode_into, *chunk) for chunk in chunks]:
+                    future.result()  # re-raises a worker's UserError here
+        else:
+            for chunk in chunks:
+                _decode_into(*chunk)
+        tmp.replace(cache_file)  # atomic
+    finally:
+        tmp.unlink(missing_ok=True)
+    for stale in cache_dir.glob(f"{cache_file.name.rsplit('-', 1)[0]}-*.npy"):
+        if stale != cache_file:
+            stale.unlink(missing_ok=True)
+    return np.load(cache_file, mmap_mode="r")
 
 
 def download_pacs(root: str | Path, dataset: str = HUB_DATASET) -> None:
