@@ -114,9 +114,14 @@ class TensorDomain:
             yield self._prepare(self.inputs[index], True, _aug_key(self.seed, epoch, i, self.rank)), \
                 self.labels[index]
 
+    def _eval_index_batches(self) -> list[torch.Tensor]:
+        """This process's eval shard in batches; none when the shard is empty (tiny domains)."""
+        shard = eval_indices(len(self), self.rank, self.world)
+        return list(shard.split(self.batch_size)) if len(shard) else []
+
     def eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This process's shard of the domain, each example once, centre crops."""
-        for index in eval_indices(len(self), self.rank, self.world).split(self.batch_size):
+        for index in self._eval_index_batches():
             index = index.to(self.device)
             yield self._prepare(self.inputs[index], False, 0), self.labels[index]
 
@@ -158,7 +163,7 @@ class LoaderDomain(TensorDomain):
             yield self._prepare(x, True, _aug_key(self.seed, epoch, i, self.rank)), y
 
     def eval_batches(self):
-        for x, y in self._load(list(eval_indices(len(self), self.rank, self.world).split(self.batch_size))):
+        for x, y in self._load(self._eval_index_batches()):
             yield self._prepare(x, False, 0), y
 
 

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -115,39 +116,35 @@ def decode_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def _decode_or_reason(path: Path) -> tuple[np.ndarray | None, str | None]:
-    try:
-        return decode_image(path), None
-    except BadImage as e:
-        return None, e.reason
+def _decode_chunk(npy_file: str | None, start: int, paths: list[Path]) -> list[tuple[int, str]]:
+    """Decode `paths` into rows start, start+1, ... of an .npy file in place (if given) and
+    return [(index, reason)] of the unreadable ones. A worker writes its rows straight into
+    the file's pages: no pixels travel back through the process pool's pipe."""
+    images = np.load(npy_file, mmap_mode="r+") if npy_file else None
+    bad = []
+    for i, path in enumerate(paths, start):
+        try:
+            array = decode_image(path)
+        except BadImage as e:
+            bad.append((i, e.reason))
+            continue
+        if images is not None:
+            images[i] = array
+    # No flush (msync): the pages are shared through the page cache, which every later
+    # reader sees; forcing them to disk here only made the decode wait for the disk.
+    return bad
 
 
-def _decode_all(files: DomainFiles, workers: int, keep: bool) -> tuple[np.ndarray | None, list]:
-    """Decode every file: (the good images packed in order, or None if not `keep`;
-    [(index, reason)] of the bad ones)."""
-    images = np.empty((len(files.paths), 3, BASE_SIZE, BASE_SIZE), dtype=np.uint8) if keep else None
-    bad, good = [], 0
-    with ProcessPoolExecutor(workers) if workers > 1 else _Serial() as pool:
-        for i, (array, reason) in enumerate(pool.map(_decode_or_reason, files.paths, chunksize=64)):
-            if reason is not None:
-                bad.append((i, reason))
-            elif keep:
-                images[good] = array
-                good += 1
-    return (images[:good] if keep else None), bad
-
-
-class _Serial:
-    """ProcessPoolExecutor's `map` in this process (workers <= 1)."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        pass
-
-    def map(self, fn, items, chunksize=1):
-        return map(fn, items)
+def _decode_all(files: DomainFiles, npy_file: str | None, workers: int) -> list[tuple[int, str]]:
+    """Decode every file of the domain in `workers` processes; the bad ones as (index, reason)."""
+    # About 4 chunks per worker: even load at the end, little per-task overhead.
+    size = max(1, -(-len(files.paths) // (max(workers, 1) * 4)))
+    chunks = [(npy_file, i, files.paths[i: i + size]) for i in range(0, len(files.paths), size)]
+    if workers <= 1:
+        return [b for chunk in chunks for b in _decode_chunk(*chunk)]
+    with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
+        futures = [pool.submit(_decode_chunk, *chunk) for chunk in chunks]
+        return [b for future in futures for b in future.result()]
 
 
 def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
@@ -168,19 +165,6 @@ def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
                        [files.labels[i] for i in keep], files.ignored)
 
 
-def check_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
-                 skip_bad: bool = False) -> DomainFiles:
-    """The DataLoader path's validation pass: decode every file once before training (the
-    result is cached), so that a bad file stops the run now rather than mid-epoch."""
-    bad_file = _cache_file(files, cache_dir).with_suffix(".bad.json")
-    try:
-        bad = [tuple(b) for b in json.loads(bad_file.read_text())]
-    except (OSError, ValueError):
-        _, bad = _decode_all(files, workers, keep=False)
-        _write_cache(bad_file, lambda tmp: tmp.write_text(json.dumps(bad)))
-    return drop_bad(files, bad, skip_bad)
-
-
 def fingerprint(files: DomainFiles) -> str:
     """Changes when any image file is added, removed, renamed, resized or touched."""
     digest = hashlib.sha1(f"v{CACHE_VERSION} {BASE_SIZE} {files.classes}".encode())
@@ -194,41 +178,87 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dann_pacs"
 
 
-def _cache_file(files: DomainFiles, cache_dir: str | Path | None) -> Path:
+def cache_path(files: DomainFiles, cache_dir: str | Path | None) -> Path:
+    """<cache_dir>/<domain>-<folder>-<fingerprint>.npy. The hash of the domain folder's path
+    keeps two datasets with the same domain names (say the real PACS and a test copy) from
+    evicting each other's caches. The list of bad files sits beside it, as .bad.json."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    return cache_dir / f"{files.name}-{fingerprint(files)}.npy"
+    folder = hashlib.sha1(str(files.paths[0].parents[1].resolve()).encode()).hexdigest()[:8]
+    return cache_dir / f"{files.name}-{folder}-{fingerprint(files)}.npy"
 
 
-def _write_cache(path: Path, write) -> None:
-    """write(tmp_path), then rename: a half-written cache file is never read."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        domain = path.name.rsplit("-", 1)[0]
-        for stale in path.parent.glob(f"{domain}-*{''.join(path.suffixes)}"):
-            stale.unlink()
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}{path.suffix}")
-        write(tmp)
-        tmp.replace(path)
-    except OSError as e:
-        warnings.warn(f"could not write the decode cache in {path.parent} ({e}); "
-                      f"the next run decodes again (set --cache_dir to a writable folder)")
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _remove_stale(cache_file: Path) -> None:
+    """Older caches of the same domain folder (a changed dataset); never other datasets'."""
+    for stale in cache_file.parent.glob(f"{cache_file.name.rsplit('-', 1)[0]}-*"):
+        if stale.name.split(".")[0] != cache_file.stem:
+            stale.unlink(missing_ok=True)
 
 
 def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
                   skip_bad: bool = False) -> tuple[np.ndarray, DomainFiles]:
-    """The readable images of a domain as one uint8 array (N, 3, 256, 256), from the cache
-    if current, and the files they came from (`files` less the bad ones, see drop_bad)."""
-    cache_file = _cache_file(files, cache_dir)
+    """The readable images of a domain as one uint8 array (N, 3, 256, 256), from the cache if
+    current, and the files they came from (`files` less the bad ones, see drop_bad).
+
+    A cache hit is a read-only memory map of the cache file. A miss decodes into a temporary
+    file beside it (in `workers` processes) and renames it into place, so a half-written
+    cache is never read and concurrent runs never see each other's partial files.
+    """
+    cache_file = cache_path(files, cache_dir)
     bad_file = cache_file.with_suffix(".bad.json")
+    shape = (len(files.paths), 3, BASE_SIZE, BASE_SIZE)
     if cache_file.exists() and bad_file.exists():
         images = np.load(cache_file, mmap_mode="r")
-        bad = [tuple(b) for b in json.loads(bad_file.read_text())]
-        if images.shape == (len(files.paths) - len(bad), 3, BASE_SIZE, BASE_SIZE):
-            return images, drop_bad(files, bad, skip_bad)
-    images, bad = _decode_all(files, workers, keep=True)
-    _write_cache(cache_file, lambda tmp: np.save(tmp, images))
-    _write_cache(bad_file, lambda tmp: tmp.write_text(json.dumps(bad)))
-    return images, drop_bad(files, bad, skip_bad)
+        if images.shape == shape:
+            return _without_bad(images, files, json.loads(bad_file.read_text()), skip_bad)
+    tmp = cache_file.with_name(f".{cache_file.stem}.{os.getpid()}.partial")  # never matches *.npy
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # header, sparse rows
+    except OSError as e:
+        warnings.warn(f"could not write the decode cache in {cache_file.parent} ({e}); "
+                      f"the next run decodes again (set --cache_dir to a writable folder)")
+        with tempfile.TemporaryDirectory() as scratch:
+            images, kept = decode_domain(files, scratch, workers, skip_bad)
+            return np.array(images), kept  # in memory; the scratch folder goes
+    try:
+        bad = _decode_all(files, str(tmp), workers)
+        tmp.replace(cache_file)  # atomic
+        _write_atomic(bad_file, json.dumps(bad))  # a cache counts once its bad list exists
+    finally:
+        tmp.unlink(missing_ok=True)
+    _remove_stale(cache_file)
+    return _without_bad(np.load(cache_file, mmap_mode="r"), files, bad, skip_bad)
+
+
+def _without_bad(images: np.ndarray, files: DomainFiles, bad: list, skip: bool):
+    kept = drop_bad(files, [tuple(b) for b in bad], skip)
+    if bad:  # rows of unreadable files hold zeros: leave them out
+        dropped = {i for i, _ in bad}
+        images = images[[i for i in range(len(images)) if i not in dropped]]
+    return images, kept
+
+
+def check_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
+                 skip_bad: bool = False) -> DomainFiles:
+    """The DataLoader path's validation pass: decode every file once before training (the
+    list of bad files is cached), so that a bad file stops the run now rather than mid-epoch."""
+    bad_file = cache_path(files, cache_dir).with_suffix(".bad.json")
+    try:
+        bad = json.loads(bad_file.read_text())
+    except (OSError, ValueError):
+        bad = _decode_all(files, None, workers)
+        try:
+            bad_file.parent.mkdir(parents=True, exist_ok=True)
+            _write_atomic(bad_file, json.dumps(bad))
+        except OSError:
+            pass  # only the validation is lost: the next run checks the files again
+    return drop_bad(files, [tuple(b) for b in bad], skip_bad)
 
 
 def download_pacs(root: str | Path, dataset: str = HUB_DATASET) -> None:

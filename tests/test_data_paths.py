@@ -1,0 +1,186 @@
+"""The two data paths (tensor, DataLoader) agree; the decode cache; sharding; the benchmark's tiny mode."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from PIL import Image
+
+from conftest import ROOT, write_tiny_pacs
+from dann import pacs
+from dann.config import TrainConfig
+from dann.data import ImageTransform, LoaderDomain, TensorDomain, epoch_batches, eval_indices
+from dann.model import DANNAlexNet
+from dann.train import choose_data_path
+
+
+def both_paths(root, name, *, augment, num_workers=0, batch_size=4, **kwargs):
+    files = pacs.list_domain(root, name)
+    cpu = torch.device("cpu")
+    common = dict(batch_size=batch_size, seed=3, transform=ImageTransform(cpu), augment=augment, **kwargs)
+    images = torch.from_numpy(pacs.decode_domain(files, root.parent / "cache", workers=1)[0].copy())
+    return (TensorDomain(name, images, pacs.labels_tensor(files), **common),
+            LoaderDomain(files, device=cpu, num_workers=num_workers, **common))
+
+
+@pytest.mark.parametrize("augment", [False, True])
+def test_tensor_and_loader_paths_give_the_same_inputs_and_predictions(tiny_pacs, augment):
+    tensor, loader = both_paths(tiny_pacs, "photo", augment=augment, num_workers=2)
+    torch.manual_seed(0)
+    model = DANNAlexNet(num_classes=2).eval()  # eval: no dropout, so outputs depend on inputs only
+    for epoch in (0, 1):
+        pairs = list(zip(tensor.train_batches(epoch), loader.train_batches(epoch), strict=True))
+        assert len(pairs) == tensor.steps_per_epoch() == 2
+        for (x_a, y_a), (x_b, y_b) in pairs:
+            assert x_a.shape == (4, 3, 224, 224)
+            assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
+            with torch.no_grad():
+                logits_a, logits_b = model(x_a), model(x_b)
+            assert torch.equal(logits_a.argmax(1), logits_b.argmax(1))
+            torch.testing.assert_close(logits_a, logits_b, rtol=0, atol=0)
+    evals = list(zip(tensor.eval_batches(), loader.eval_batches(), strict=True))
+    assert sum(len(y_a) for (_, y_a), _ in evals) == len(tensor) == 6
+    for (x_a, y_a), (x_b, y_b) in evals:
+        assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
+
+
+def test_augmentation_crops_and_flips_and_replays():
+    images = torch.arange(2 * 3 * 256 * 256, dtype=torch.int64).remainder(251).to(torch.uint8)
+    images = images.view(2, 3, 256, 256).repeat(8, 1, 1, 1)  # 16 images
+    transform = ImageTransform(torch.device("cpu"))
+    a = transform(images, augment=True, generator=torch.Generator().manual_seed(1))
+    b = transform(images, augment=True, generator=torch.Generator().manual_seed(1))
+    centre = transform(images)
+    assert torch.equal(a, b)  # same key, same crops and flips
+    assert not torch.equal(a, centre)
+    # Every augmented image is some 224 crop of its source, maybe flipped.
+    raw = (a * transform.std + transform.mean).round().to(torch.uint8)
+    for i in range(16):
+        windows = images[i].unfold(1, 224, 1).unfold(2, 224, 1)  # (3, 33, 33, 224, 224)
+        hits = [(windows == raw[i][:, None, None]).all(-1).all(-1).all(0).any(),
+                (windows == raw[i].flip(-1)[:, None, None]).all(-1).all(-1).all(0).any()]
+        assert any(hits), f"image {i} is not a (flipped) crop"
+
+
+def decode_counter(monkeypatch):
+    calls = []
+    real = pacs.decode_image
+
+    def counted(path):
+        calls.append(path)
+        return real(path)
+
+    monkeypatch.setattr(pacs, "decode_image", counted)
+    return calls
+
+
+def test_decode_cache_is_reused_and_rebuilt_when_a_file_changes(tiny_pacs, tmp_path, monkeypatch):
+    calls = decode_counter(monkeypatch)
+    files = pacs.list_domain(tiny_pacs, "photo")
+    first = np.array(pacs.decode_domain(files, tmp_path / "cache", workers=1)[0])
+    assert len(calls) == 6
+    again, _ = pacs.decode_domain(pacs.list_domain(tiny_pacs, "photo"), tmp_path / "cache", workers=1)
+    assert len(calls) == 6 and np.array_equal(first, again)  # no decode: the cache
+
+    stat = files.paths[0].stat()  # touched: same bytes, new mtime
+    os.utime(files.paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    pacs.decode_domain(pacs.list_domain(tiny_pacs, "photo"), tmp_path / "cache", workers=1)
+    assert len(calls) == 12
+
+    changed = files.paths[3]  # replaced: new pixels must show up in the cache
+    Image.fromarray(np.full((40, 40, 3), 200, np.uint8)).save(changed)
+    rebuilt, _ = pacs.decode_domain(pacs.list_domain(tiny_pacs, "photo"), tmp_path / "cache", workers=2)
+    assert np.array_equal(rebuilt[3], pacs.decode_image(changed)) and not np.array_equal(rebuilt[3], first[3])
+    assert np.array_equal(rebuilt[:3], first[:3])
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(cached) == 2 and cached[0].endswith(".bad.json") and cached[1].endswith(".npy")
+    # stale caches and partial files gone; the bad-file list (empty here) sits beside the images
+
+
+def test_two_datasets_share_a_cache_dir_without_evicting_each_other(tmp_path, monkeypatch):
+    calls = decode_counter(monkeypatch)
+    a = write_tiny_pacs(tmp_path / "a" / "PACS", domains=("photo",), seed=1)
+    b = write_tiny_pacs(tmp_path / "b" / "PACS", domains=("photo",), seed=2)
+    for root in (a, b, a, b):
+        pacs.decode_domain(pacs.list_domain(root, "photo"), tmp_path / "cache", workers=1)
+    assert len(calls) == 12  # each decoded once
+
+
+def test_decode_with_workers_equals_decode_one_by_one(tiny_pacs, tmp_path):
+    files = pacs.list_domain(tiny_pacs, "art_painting")
+    pooled, _ = pacs.decode_domain(files, tmp_path / "pooled", workers=3)
+    assert pooled.shape == (6, 3, 256, 256) and pooled.dtype == np.uint8
+    assert np.array_equal(pooled, np.stack([pacs.decode_image(p) for p in files.paths]))
+
+
+def test_decode_error_in_a_worker_is_one_user_error(tiny_pacs, tmp_path):
+    files = pacs.list_domain(tiny_pacs, "photo")
+    files.paths[4].write_bytes(b"not a jpeg")
+    with pytest.raises(pacs.UserError, match=f"cannot read image {files.paths[4]}"):
+        pacs.decode_domain(files, tmp_path / "cache", workers=2)
+    # no partial file left; the complete cache records the bad file for a --skip_bad_images rerun
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+@pytest.mark.parametrize("n", [7, 64, 101])
+def test_sharding_covers_eval_once_and_gives_equal_train_steps(n, world):
+    shards = [eval_indices(n, rank, world) for rank in range(world)]
+    assert torch.equal(torch.cat(shards), torch.arange(n))  # each example exactly once
+    batch = 8
+    for epoch in (0, 1):
+        per_rank = [epoch_batches(n, batch, 5, epoch, rank, world) for rank in range(world)]
+        assert len({len(b) for b in per_rank}) == 1  # every rank runs the same number of steps
+        assert all(len(b) == batch for batches in per_rank for b in batches)
+        seen = torch.cat([b for batches in per_rank for b in batches])
+        assert set(seen.tolist()) == set(range(n))  # the epoch covers everything
+        assert len(seen) - n < batch * world  # padding by wrap-around: less than one global step
+        again = [epoch_batches(n, batch, 5, epoch, rank, world) for rank in range(world)]
+        assert all(torch.equal(x, y) for p, q in zip(per_rank, again) for x, y in zip(p, q))
+    assert not torch.equal(epoch_batches(n, batch, 5, 0)[0], epoch_batches(n, batch, 5, 1)[0])
+
+
+def test_sharded_domains_evaluate_each_image_once(tiny_pacs):
+    labels = []
+    for rank in range(3):
+        tensor, loader = both_paths(tiny_pacs, "photo", augment=False, rank=rank, world=3, batch_size=1)
+        assert tensor.steps_per_epoch() == loader.steps_per_epoch() == 2
+        ys = [y for _, y in tensor.eval_batches()]
+        assert [y.tolist() for y in ys] == [y.tolist() for _, y in loader.eval_batches()]
+        labels += torch.cat(ys).tolist()
+    assert sorted(labels) == sorted(pacs.list_domain(tiny_pacs, "photo").labels)
+
+
+def test_auto_picks_the_tensor_path_for_pacs_on_cpu(real_pacs, monkeypatch):
+    files = [pacs.list_domain(real_pacs, d) for d in ("photo", "art_painting")]
+    accelerator = Accelerator(cpu=True)
+    config = TrainConfig(data_root=str(real_pacs))
+    assert choose_data_path(config, files, accelerator) == "tensor"  # 0.7 GB on this machine
+
+    class Memory:  # a machine with 1 GB free: photo + art_painting (0.73 GB) is over half of it
+        available = 1 << 30
+
+    monkeypatch.setattr("dann.train.psutil.virtual_memory", lambda: Memory)
+    assert choose_data_path(config, files, accelerator) == "loader"
+    assert choose_data_path(TrainConfig(data_path="tensor"), files, accelerator) == "tensor"
+
+
+@pytest.mark.slow
+def test_benchmark_tiny_mode_prints_its_table(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_dann.py"), "--tiny",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("| a | loader |", "| b | tensor |", "| c | tensor |", "| floor | on device |",
+                "(b) vs (a)", "first decode", "train_dann.py, warm cache"):
+        assert row in done.stdout, row
+    report = json.loads((tmp_path / "bench_dann.json").read_text())
+    assert set(report["cases"]) == {"a", "b", "c", "floor"}
+    assert all(c["images_per_s"] > 0 and c["s_per_epoch"] > 0 and c["peak_memory"] > 0
+               for c in report["cases"].values())
+    assert report["decode"]["images"] == 8 and report["full_runs"][0]["data_path"] == "tensor"
