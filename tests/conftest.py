@@ -1,6 +1,7 @@
 """Shared fixtures: the real PACS beside the project, and a tiny generated PACS-like folder."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,13 +9,14 @@ import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_PACS = ROOT.parent / "shared" / "data" / "PACS"
+# The real PACS: ../shared/data/PACS beside the checkout, or $PACS_ROOT.
+REAL_PACS = Path(os.environ.get("PACS_ROOT", ROOT.parent / "shared" / "data" / "PACS"))
 
 
 @pytest.fixture(scope="session")
 def real_pacs() -> Path:
     if not REAL_PACS.is_dir():
-        pytest.fail(f"the real PACS is expected at {REAL_PACS} (see ../shared/data/README.md)")
+        pytest.fail(f"the real PACS is expected at {REAL_PACS}; set PACS_ROOT to its folder")
     return REAL_PACS
 
 
