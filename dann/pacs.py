@@ -15,7 +15,6 @@ import json
 import os
 import sys
 import tempfile
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dann.errors import UserError
+from dann.errors import UserError, warn
 
 BASE_SIZE = 256  # decoded images are BASE_SIZE x BASE_SIZE; models see 224 crops of them
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -221,7 +220,7 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # header, sparse rows
     except OSError as e:
-        warnings.warn(f"could not write the decode cache in {cache_file.parent} ({e}); "
+        warn(f"could not write the decode cache in {cache_file.parent} ({e}); "
                       f"the next run decodes again (set --cache_dir to a writable folder)")
         with tempfile.TemporaryDirectory() as scratch:
             images, kept = decode_domain(files, scratch, workers, skip_bad)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import statistics
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dann.config import TrainConfig
+from dann.errors import warn
 
 SUMMARY_KEYS = ("target_acc", "best_target_acc", "source_acc")
 
@@ -54,13 +54,13 @@ def start_wandb(project: str, init_kwargs: dict):
             wandb.finish(quiet=True)
         tracker = WandBTracker(project, **{**init_kwargs, "mode": "offline"})
         tracker.start()
-        warnings.warn(f"W&B unavailable ({reason}); logging offline to {tracker.run.dir} "
-                      "-- upload later with `wandb sync`", stacklevel=2)
+        warn(f"W&B unavailable ({reason}); logging offline to {tracker.run.dir} "
+             "-- upload later with `wandb sync`")
         return tracker
     except Exception as e:  # noqa: BLE001
-        warnings.warn(f"W&B unavailable ({reason}) and offline logging failed "
-                      f"({_redact(str(e).splitlines()[0] if str(e) else type(e).__name__)}); "
-                      "training goes on without W&B", stacklevel=2)
+        warn(f"W&B unavailable ({reason}) and offline logging failed "
+             f"({_redact(str(e).splitlines()[0] if str(e) else type(e).__name__)}); "
+             "training goes on without W&B")
         return None
 
 
