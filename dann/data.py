@@ -125,6 +125,10 @@ class TensorDomain:
             index = index.to(self.device)
             yield self._prepare(self.inputs[index], False, 0), self.labels[index]
 
+    def eval_inputs(self, index: torch.Tensor) -> torch.Tensor:
+        """Model inputs (centre crops) of the examples `index`, e.g. a sample for t-SNE."""
+        return self._prepare(self.inputs[index.to(self.device)], False, 0)
+
 
 class _Files(Dataset):
     def __init__(self, files: DomainFiles):
@@ -165,6 +169,10 @@ class LoaderDomain(TensorDomain):
     def eval_batches(self):
         for x, y in self._load(self._eval_index_batches()):
             yield self._prepare(x, False, 0), y
+
+    def eval_inputs(self, index: torch.Tensor) -> torch.Tensor:
+        x = torch.stack([torch.from_numpy(decode_image(self.files.paths[i])) for i in index.tolist()])
+        return self._prepare(x.to(self.device), False, 0)
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

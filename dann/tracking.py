@@ -167,22 +167,12 @@ def _sample(domain, n: int, seed: int) -> torch.Tensor:
     return torch.randperm(len(domain), generator=generator)[:n].sort().values
 
 
-def _inputs(domain, index: torch.Tensor) -> torch.Tensor:
-    if getattr(domain, "files", None) is not None:  # LoaderDomain: decode the files
-        from dann.pacs import decode_image
-        x = torch.stack([torch.from_numpy(decode_image(domain.files.paths[i])) for i in index.tolist()])
-        x = x.to(domain.device)
-    else:
-        x = domain.inputs[index.to(domain.device)]
-    return domain.transform(x) if domain.transform is not None else x
-
-
 @torch.no_grad()
 def embed_sample(model, domain, n: int, seed: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """G_f features (n, d) and labels of a sample of the domain, on this process."""
     model.eval()
     index = _sample(domain, n, seed)
-    features = [model.embed(_inputs(domain, i)).float().cpu() for i in index.split(batch_size)]
+    features = [model.embed(domain.eval_inputs(i)).float().cpu() for i in index.split(batch_size)]
     model.train()
     return torch.cat(features).numpy(), domain.labels[index.to(domain.device)].cpu().numpy()
 

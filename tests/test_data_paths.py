@@ -48,6 +48,9 @@ def test_tensor_and_loader_paths_give_the_same_inputs_and_predictions(tiny_pacs,
     assert sum(len(y_a) for (_, y_a), _ in evals) == len(tensor) == 6
     for (x_a, y_a), (x_b, y_b) in evals:
         assert torch.equal(x_a, x_b) and torch.equal(y_a, y_b)
+    sample = torch.tensor([5, 0, 3])  # the t-SNE's sampled inputs: the same on both paths
+    assert torch.equal(tensor.eval_inputs(sample), loader.eval_inputs(sample))
+    assert torch.equal(tensor.eval_inputs(sample)[1], evals[0][0][0][0])
 
 
 def test_augmentation_crops_and_flips_and_replays():
