@@ -129,6 +129,28 @@ def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, n
     assert metrics(out) == uninterrupted
 
 
+@pytest.mark.slow
+def test_two_processes_stop_together_on_one_sigterm_and_resume_exactly(data, tmp_path):
+    """Only rank 0 is signalled; both processes stop at the same step, save one checkpoint,
+    and the resumed two-process run ends as an uninterrupted two-process run."""
+    def torchrun(out, env=None):
+        return subprocess.run(["torchrun", "--nproc_per_node", "2", str(TINY_TRAIN), "dann",
+                               *flags(data, out), *(["--resume", "auto"] if env is None and out.exists() else [])],
+                              capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
+    reference = torchrun(tmp_path / "reference")
+    assert reference.returncode == 0, reference.stderr[-2000:]
+    out = tmp_path / "stopped"
+    stopped = torchrun(out, {"TINY_SIGNAL_AT_STEP": "3", "TINY_SIGNAL": "SIGTERM", "TINY_SIGNAL_RANK": "0"})
+    assert stopped.returncode != 0
+    assert "stopped: SIGTERM at step 3" in stopped.stderr, stopped.stderr[-2000:]
+    assert [p.name for p in checkpoint.complete_checkpoints(out / "checkpoints")] == ["step_00000003"]
+    assert (out / "checkpoints" / "step_00000003" / "random_states_1.pkl").is_file()  # rank 1 saved too
+    resumed = torchrun(out)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert metrics(out) == metrics(tmp_path / "reference")
+    assert json.loads((out / "results.json").read_text())["num_processes"] == 2
+
+
 # ---------------------------------------------------------------------------- NaN, refusals, safety
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, monkeypatch, capsys):

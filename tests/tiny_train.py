@@ -5,7 +5,7 @@
 A ~10k-parameter network with dropout (so that restoring RNG states matters), and hooks
 set by environment variables: TINY_STEP_SLEEP (seconds per step, to catch a run
 mid-training), TINY_SIGNAL_AT_STEP / TINY_SIGNAL (the process signals itself during that
-step), TINY_NAN_AT_STEP (that step's loss is NaN).
+step; with TINY_SIGNAL_RANK only that process of a multi-process run), TINY_NAN_AT_STEP (that step's loss is NaN).
 """
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def with_hooks(step_fn):
         calls[0] += 1
         loss, metrics = step_fn(*args, **kwargs)
         time.sleep(float(os.environ.get("TINY_STEP_SLEEP", 0)))
-        if calls[0] == int(os.environ.get("TINY_SIGNAL_AT_STEP", -1)):
+        signal_here = os.environ.get("TINY_SIGNAL_RANK", os.environ.get("RANK", "0")) == os.environ.get("RANK", "0")
+        if calls[0] == int(os.environ.get("TINY_SIGNAL_AT_STEP", -1)) and signal_here:
             os.kill(os.getpid(), getattr(signal, os.environ.get("TINY_SIGNAL", "SIGTERM")))
         if calls[0] == int(os.environ.get("TINY_NAN_AT_STEP", -1)):
             loss = loss * float("nan")
