@@ -38,7 +38,7 @@ from PIL import Image  # noqa: E402
 from dann import pacs  # noqa: E402
 from dann.config import DOMAINS, TrainConfig  # noqa: E402
 from dann.model import build_model  # noqa: E402
-from dann.train import dann_step, fit, load_domains, make_accelerator  # noqa: E402
+from dann.train import dann_step, fit, load_domains, make_accelerator, use_channels_last  # noqa: E402
 
 TARGETS = {"b_vs_a": 20.0, "c_vs_floor": 1.5, "full_run_s": 10.0, "decode_s": 5.0}
 
@@ -114,8 +114,7 @@ def train_case(config: TrainConfig, warmup: int, log) -> dict:
     accelerator = fresh_accelerator(config)
     device = accelerator.device
     set_seed(config.seed)
-    channels_last = config.channels_last == "on" or (
-        config.channels_last == "auto" and device.type == "cuda")
+    channels_last = use_channels_last(config, device)
     with PeakMemory(device) as memory:
         domains, data_path, classes, _ = load_domains(
             config, [config.source, config.target], accelerator, channels_last)
@@ -154,8 +153,7 @@ def floor_case(config: TrainConfig, steps_per_epoch: int, eval_images: int,
     accelerator = fresh_accelerator(config)
     device = accelerator.device
     set_seed(config.seed)
-    channels_last = config.channels_last == "on" or (
-        config.channels_last == "auto" and device.type == "cuda")
+    channels_last = use_channels_last(config, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     with PeakMemory(device) as memory:
         model = build_model(config.pretrained, 7).to(memory_format=memory_format)

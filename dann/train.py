@@ -247,6 +247,11 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
                        dynamo_backend="inductor" if config.compile else "no")
 
 
+def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """--channels_last: 'on', 'off', or 'auto' = on for CUDA devices."""
+    return config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+
+
 def choose_data_path(config: TrainConfig, files: list[pacs.DomainFiles], accelerator: Accelerator) -> str:
     """'tensor' when the decoded domains fit in half the free memory of this process's device."""
     if config.data_path != "auto":
@@ -307,8 +312,7 @@ def run(config: TrainConfig, method: str) -> dict:
     if not config.output_dir:  # one name for all processes, chosen by the main one
         config.output_dir = broadcast_object_list([default_output_dir(config, method)])[0]
     output_dir = Path(config.output_dir)
-    channels_last = config.channels_last == "on" or (
-        config.channels_last == "auto" and accelerator.device.type == "cuda")
+    channels_last = use_channels_last(config, accelerator.device)
 
     domains, data_path, classes, skipped = load_domains(
         config, list(dict.fromkeys([config.source, *config.targets])), accelerator, channels_last)
