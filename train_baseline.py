@@ -1,9 +1,9 @@
-"""Train the source-only baseline (no domain discriminator) on PACS with an ImageNet AlexNet.
+"""Train the source-only baseline (no domain discriminator), or the trained-on-target upper bound.
 
-    accelerate launch train_baseline.py --source photo --target art_painting
+    accelerate launch --config_file accelerate_config.yaml train_baseline.py
     accelerate launch train_baseline.py --train_on target --target art_painting   # upper bound
 
-Flags: python train_baseline.py --help. Outputs: <output_dir>/results.json, model.safetensors.
+Flags: python train_baseline.py --help. Outputs: <output_dir>/results.json, model.safetensors, figures.
 """
 import sys
 

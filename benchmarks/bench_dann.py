@@ -35,10 +35,12 @@ from accelerate.state import AcceleratorState  # noqa: E402
 from accelerate.utils import set_seed  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dann import pacs  # noqa: E402
-from dann.config import DOMAINS, TrainConfig  # noqa: E402
-from dann.model import build_model  # noqa: E402
-from dann.train import dann_step, fit, load_domains, make_accelerator, use_channels_last  # noqa: E402
+from dann import datasets, methods  # noqa: E402
+from dann.config import TrainConfig  # noqa: E402
+from dann.datasets import folder as pacs  # noqa: E402
+from dann.datasets.pacs import DOMAINS  # noqa: E402
+from dann.run import make_accelerator, use_channels_last  # noqa: E402
+from dann.train import fit  # noqa: E402
 
 TARGETS = {"b_vs_a": 20.0, "c_vs_floor": 1.5, "full_run_s": 10.0, "decode_s": 5.0}
 

@@ -1,15 +1,18 @@
-"""Checkpoints that survive a kill: atomic save, keep the last K, find the newest, resume.
+"""Checkpoints that survive a kill: atomic save, keep the last K, find the newest, resume;
+the lock that keeps two live runs out of one folder; stop signals.
 
 A checkpoint is `<output_dir>/checkpoints/step_<step>/`: Accelerate's `save_state` (model
 as safetensors, optimizer, GradScaler, RNG states of every process) plus `progress.json`
 and `config.json`. It is written to a hidden temporary folder and renamed when complete,
 so a folder with the final name is always whole. `StopOnSignal` turns SIGTERM / SIGINT
-into a flag the loop checks after each step.
+into a flag the loop checks (installed by the scripts, never by `fit`).
 """
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import re
 import shutil
 import signal
@@ -22,7 +25,29 @@ from dann.errors import UserError
 
 NAME = re.compile(r"^step_(\d+)$")
 # Flags whose change makes a resumed run a different run (other data, other batches).
-MUST_MATCH = ("source", "target", "train_on", "batch_size", "seed", "augment")
+MUST_MATCH = ("dataset", "source", "target", "train_on", "batch_size", "seed", "augment", "method",
+              "backbone", "discriminator")
+
+
+def lock_run_dir(output_dir: str | Path):
+    """Take <output_dir>/.lock, or refuse: another live run writes there. Returns the open
+    lock file; closing it releases the lock. The kernel releases an flock when its process
+    ends, however it ends, so a killed run never leaves a stale lock behind."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(output_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        owner = handle.read().strip() or "unknown"
+        handle.close()
+        raise UserError(f"--output_dir {output_dir} is in use by another live run (pid {owner}); wait for "
+                        f"it to end or stop it, or choose another --output_dir") from None
+    handle.truncate(0)
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def checkpoint_dir(output_dir: str | Path) -> Path:

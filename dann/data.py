@@ -3,24 +3,19 @@
 Two data paths yield the same batches in the same order:
 - `TensorDomain`: the decoded domain is held as uint8 on the device (GPU or CPU memory);
   a batch is an index into it. The fast path.
-- `LoaderDomain`: DataLoader workers decode the files every epoch (the classic path, for
-  data that does not fit in memory).
+- `LoaderDomain` (dann/datasets/folder.py): DataLoader workers decode the files every
+  epoch (the classic path, for folder datasets that do not fit in memory).
 Both use `epoch_batches` for the index order and `ImageTransform` (crop, flip, normalize
-on the device), so for the same weights they give the same predictions.
+on the device, as the backbone's `InputSpec` asks), so for the same weights they give the
+same predictions.
 """
 from __future__ import annotations
 
-import signal
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset
-
-from dann.pacs import BASE_SIZE, DomainFiles, decode_image
-
-CROP = 224
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from dann.backbones import InputSpec
+from dann.errors import UserError
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
@@ -45,33 +40,66 @@ def eval_indices(n: int, rank: int = 0, world: int = 1) -> torch.Tensor:
     return torch.arange(n).tensor_split(world)[rank]
 
 
+def crop_size(spec: InputSpec, image_size: int, backbone: str, dataset: str) -> int:
+    """The side of the network input cut from images of `image_size`: the backbone's own
+    size when the images are larger (a centre or random crop), else the whole image, if the
+    backbone accepts it. Anything else is one clear error."""
+    if image_size >= spec.size:
+        if spec.size < 0.75 * image_size:
+            raise UserError(f"--backbone {backbone} takes {spec.size}x{spec.size} inputs, and a crop that "
+                            f"size would keep little of the {image_size}x{image_size} images of --dataset "
+                            f"{dataset}; use a backbone for large images (alexnet, resnet18, ...)")
+        return spec.size
+    if image_size < spec.min_size:
+        raise UserError(f"--backbone {backbone} needs images of at least {spec.min_size}x{spec.min_size}; "
+                        f"--dataset {dataset} has {image_size}x{image_size} images; use --backbone lenet "
+                        f"or resnet18 for small images")
+    return image_size
+
+
 class ImageTransform:
-    """uint8 (B, 3, 256, 256) -> normalized float (B, 3, 224, 224), on the batch's device.
+    """uint8 (B, 3, S, S) -> normalized float (B, 3, C, C), on the batch's device (C = crop).
 
     Evaluation and un-augmented training take the centre crop. Augmented training takes a
-    random crop and a random horizontal flip per image, drawn from `generator`.
+    random crop and (where `hflip`) a random horizontal flip per image, drawn from `generator`.
+    Normalization follows the backbone: x' = (x[channels] - shift) / scale, x in [0, 255]
+    (see InputSpec); `mean`/`std` are the domain's own statistics for 'domain' normalization.
     """
 
-    def __init__(self, device: torch.device, channels_last: bool = False):
-        self.mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1) * 255
-        self.channels_last = channels_last
+    def __init__(self, device: torch.device, spec: InputSpec, crop: int, *, hflip: bool = True,
+                 mean: tuple[float, ...] | None = None, std: tuple[float, ...] | None = None,
+                 channels_last: bool = False):
+        if spec.normalization == "caffe":  # BGR in [0, 255] minus the Caffe mean
+            shift, scale, self.bgr = spec.mean, (1.0, 1.0, 1.0), True
+        else:  # RGB in [0, 1], standardized
+            shift, scale, self.bgr = spec.mean, spec.std, False
+            if spec.normalization == "domain" and mean is not None:
+                shift, scale = mean, std
+            shift, scale = [255 * v for v in shift], [255 * v for v in scale]
+        self.shift = torch.tensor(shift, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        self.scale = torch.tensor(scale, device=device, dtype=torch.float32).view(1, 3, 1, 1)
+        self.crop, self.hflip, self.channels_last = crop, hflip, channels_last
 
     def __call__(self, x: torch.Tensor, augment: bool = False,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        margin = BASE_SIZE - CROP
-        if augment:
+        size, crop = x.shape[-1], self.crop
+        margin = size - crop
+        if augment and margin:
             b = x.shape[0]
             top, left = torch.randint(0, margin + 1, (2, b, 1), device=x.device, generator=generator)
-            rows = (top + torch.arange(CROP, device=x.device))[:, :, None]  # (B, 224, 1)
-            cols = (left + torch.arange(CROP, device=x.device))[:, None, :]  # (B, 1, 224)
+            rows = (top + torch.arange(crop, device=x.device))[:, :, None]  # (B, C, 1)
+            cols = (left + torch.arange(crop, device=x.device))[:, None, :]  # (B, 1, C)
             x = x.permute(0, 2, 3, 1)[torch.arange(b, device=x.device)[:, None, None], rows, cols]
-            x = x.permute(0, 3, 1, 2)  # (B, 224, 224, 3) -> (B, 3, 224, 224)
-            flip = torch.rand(b, device=x.device, generator=generator) < 0.5
+            x = x.permute(0, 3, 1, 2)  # (B, C, C, 3) -> (B, 3, C, C)
+        elif margin:
+            x = x[:, :, margin // 2: margin // 2 + crop, margin // 2: margin // 2 + crop]
+        if augment and self.hflip:
+            flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-        else:
-            x = x[:, :, margin // 2: margin // 2 + CROP, margin // 2: margin // 2 + CROP]
-        x = (x.float() - self.mean) / self.std
+        x = x.float()
+        if self.bgr:
+            x = x.flip(1)  # RGB -> BGR
+        x = (x - self.shift) / self.scale
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -111,13 +139,16 @@ class TensorDomain:
         batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world)
         for i in range(start, len(batches)):
             index = batches[i].to(self.device, non_blocking=True)
-            yield self._prepare(self.inputs[index], True, _aug_key(self.seed, epoch, i, self.rank)), \
+            yield self._prepare(self.inputs[index], True, aug_key(self.seed, epoch, i, self.rank)), \
                 self.labels[index]
 
     def _eval_index_batches(self) -> list[torch.Tensor]:
         """This process's eval shard in batches; none when the shard is empty (tiny domains)."""
         shard = eval_indices(len(self), self.rank, self.world)
         return list(shard.split(self.batch_size)) if len(shard) else []
+
+    def num_eval_batches(self) -> int:
+        return len(self._eval_index_batches())
 
     def eval_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """This process's shard of the domain, each example once, centre crops."""
@@ -130,57 +161,7 @@ class TensorDomain:
         return self._prepare(self.inputs[index.to(self.device)], False, 0)
 
 
-class _Files(Dataset):
-    def __init__(self, files: DomainFiles):
-        self.files = files
-
-    def __len__(self) -> int:
-        return len(self.files.paths)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(decode_image(self.files.paths[i])), self.files.labels[i]
-
-
-class LoaderDomain(TensorDomain):
-    """The same batches as TensorDomain, decoded from the files by DataLoader workers."""
-
-    def __init__(self, files: DomainFiles, *, device: torch.device, num_workers: int,
-                 **kwargs):
-        self.files, self.num_workers = files, num_workers
-        super().__init__(files.name, torch.empty(0, device=device),
-                         torch.tensor(files.labels), **kwargs)
-
-    def _load(self, batches: list[torch.Tensor]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        # Its own generator: a DataLoader otherwise draws its workers' seed from the global RNG,
-        # which would shift the dropout masks after a resume. Workers ignore SIGINT/SIGTERM:
-        # the main process stops them after checkpointing (see dann.checkpoint.StopOnSignal).
-        loader = DataLoader(_Files(self.files), batch_sampler=[b.tolist() for b in batches],
-                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
-                            persistent_workers=False, generator=torch.Generator().manual_seed(self.seed),
-                            worker_init_fn=_ignore_stop_signals)
-        for x, y in loader:
-            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-
-    def train_batches(self, epoch: int, start: int = 0):
-        batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world)
-        for i, (x, y) in enumerate(self._load(batches[start:]), start):
-            yield self._prepare(x, True, _aug_key(self.seed, epoch, i, self.rank)), y
-
-    def eval_batches(self):
-        for x, y in self._load(self._eval_index_batches()):
-            yield self._prepare(x, False, 0), y
-
-    def eval_inputs(self, index: torch.Tensor) -> torch.Tensor:
-        x = torch.stack([torch.from_numpy(decode_image(self.files.paths[i])) for i in index.tolist()])
-        return self._prepare(x.to(self.device), False, 0)
-
-
-def _ignore_stop_signals(worker_id: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-def _aug_key(seed: int, epoch: int, batch: int, rank: int) -> int:
+def aug_key(seed: int, epoch: int, batch: int, rank: int) -> int:
     """A seed per (run, epoch, batch, process): augmentation replays exactly after a resume."""
     return hash((seed, epoch, batch, rank)) & 0x7FFF_FFFF_FFFF
 

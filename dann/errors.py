@@ -1,8 +1,10 @@
-"""UserError: a mistake the user can fix (bad path, missing download, broken file), and warn().
+"""UserError (a mistake the user can fix: bad path, flag, download or file) and the one way
+messages reach the user: `warn` and `note`, one line each on stderr, from the main process only.
 
 The entry points print a UserError as one line, `error: <what>, <how to fix>`, with no
-traceback; warn() prints `warning: <what>` as one line and the run goes on.
+traceback, and exit 1; other processes of a multi-process run exit quietly.
 """
+import os
 import sys
 
 
@@ -10,5 +12,21 @@ class UserError(Exception):
     pass
 
 
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a launcher (torchrun, accelerate launch)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _say(kind: str, message: str) -> None:
+    if is_main_process():
+        print(f"{kind}: {message}", file=sys.stderr, flush=True)
+
+
 def warn(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr, flush=True)
+    """Something the user should fix or know is degraded; the run goes on."""
+    _say("warning", message)
+
+
+def note(message: str) -> None:
+    """Something the program decided or is doing (a download, a choice made for this machine)."""
+    _say("note", message)

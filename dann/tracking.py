@@ -1,6 +1,6 @@
 """Experiment tracking: W&B through Accelerate's WandBTracker (with an offline fallback),
 per-model metric prefixes, the run summary, and the end-of-run figures (target confusion
-matrix, t-SNE of G_f features of source and target images).
+matrix, t-SNE of the features of source and target test images).
 
 wandb, matplotlib and sklearn are imported inside the functions that use them: the
 training machine may lack them when tracking and figures are off.
@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import os
 import statistics
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dann.config import TrainConfig
-from dann.errors import warn
+from dann.errors import note, warn
+from dann.train import StopRequested
 
 SUMMARY_KEYS = ("target_acc", "best_target_acc", "source_acc")
 
@@ -84,27 +86,22 @@ def wandb_run(accelerator):
     return None
 
 
-class PrefixedLog:
-    """The accelerator, with `log` putting every key under `prefix/` and its own x-axis
-    `prefix/step`: several models (targets, seeds) share one tracker run. W&B steps must
-    increase, so each model's steps are shifted by `step_offset`."""
+def prefixed_log(accelerator, prefix: str, step_offset: int):
+    """log(values, step) for one model of a run: every key under `prefix/`, with its own
+    x-axis `prefix/step`, so several models (targets, seeds) share one tracker run. W&B
+    steps must increase, so each model's steps are shifted by `step_offset`."""
+    if not prefix:
+        return lambda values, step: accelerator.log(values, step=step)
+    run = wandb_run(accelerator)
+    if run is not None:
+        run.define_metric(f"{prefix}/step")
+        run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
 
-    def __init__(self, accelerator, prefix: str, step_offset: int):
-        self._accelerator, self.prefix, self.step_offset = accelerator, prefix, step_offset
-        run = wandb_run(accelerator)
-        if run is not None:
-            run.define_metric(f"{prefix}/step")
-            run.define_metric(f"{prefix}/*", step_metric=f"{prefix}/step")
-
-    def __getattr__(self, name):
-        return getattr(self._accelerator, name)
-
-    def log(self, values: dict, step: int | None = None, log_kwargs: dict | None = None):
-        values = {f"{self.prefix}/{k}": v for k, v in values.items()}
-        if step is not None:
-            values[f"{self.prefix}/step"] = step
-            step += self.step_offset
-        self._accelerator.log(values, step=step, log_kwargs=log_kwargs or {})
+    def log(values: dict, step: int) -> None:
+        values = {f"{prefix}/{k}": v for k, v in values.items()}
+        values[f"{prefix}/step"] = step
+        accelerator.log(values, step=step + step_offset)
+    return log
 
 
 def model_prefix(target: str, seed: int, config: TrainConfig) -> str:
@@ -150,17 +147,6 @@ def log_summary(accelerator, summary: dict) -> None:
 
 # ---------------------------------------------------------------------------- figures
 
-@torch.no_grad()
-def confusion_matrix(model, domain, accelerator, num_classes: int) -> torch.Tensor:
-    """(true, predicted) counts over the whole domain; every process must call it."""
-    model.eval()
-    counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=accelerator.device)
-    for x, y in domain.eval_batches():
-        counts += torch.bincount(y * num_classes + model(x).argmax(1), minlength=num_classes ** 2)
-    model.train()
-    return accelerator.reduce(counts, reduction="sum").view(num_classes, num_classes).cpu()
-
-
 def _sample(domain, n: int, seed: int) -> torch.Tensor:
     """Indices of up to n examples of the domain, the same for the same seed."""
     generator = torch.Generator().manual_seed(seed)
@@ -168,11 +154,16 @@ def _sample(domain, n: int, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embed_sample(model, domain, n: int, seed: int, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """G_f features (n, d) and labels of a sample of the domain, on this process."""
+def embed_sample(model, domain, n: int, seed: int, batch_size: int, stop=None) -> tuple[np.ndarray, np.ndarray]:
+    """Features (n, d) (`model.embed`: G_f or a method's shared code) and labels of a sample
+    of the domain, on this process. A stop signal interrupts it between batches."""
     model.eval()
     index = _sample(domain, n, seed)
-    features = [model.embed(domain.eval_inputs(i)).float().cpu() for i in index.split(batch_size)]
+    features = []
+    for i in index.split(batch_size):
+        if stop is not None and stop.signum is not None:
+            raise StopRequested
+        features.append(model.embed(domain.eval_inputs(i)).float().cpu())
     model.train()
     return torch.cat(features).numpy(), domain.labels[index.to(domain.device)].cpu().numpy()
 
@@ -228,35 +219,41 @@ def plot_confusion(counts: np.ndarray, classes: list[str], title: str, path: Pat
     plt.close(fig)
 
 
-def end_of_run_figures(accelerator, model, source, target, classes: list[str], config: TrainConfig,
-                       out_dir: Path, prefix: str = "") -> dict:
-    """Target confusion matrix and, with --tsne, the t-SNE of source and target features
-    (by class, by domain): PNGs in out_dir, images in W&B. Returns what goes to results.json.
-    Every process must call it (the confusion matrix is summed across processes)."""
-    counts = confusion_matrix(model, target, accelerator, len(classes)).numpy()
-    results = {"confusion_matrix": counts.tolist()}
+def end_of_run_figures(accelerator, model, split, confusion: list, config: TrainConfig, out_dir: Path,
+                       prefix: str = "", stop=None) -> dict:
+    """The target confusion matrix (of the last evaluation) and, with --tsne, the t-SNE of
+    source and target test features (by class, by domain): PNGs in out_dir, images in W&B.
+    Returns the figures' paths for results.json. Main process only; a stop signal during
+    the t-SNE's feature pass skips the t-SNE (the model is trained and saved regardless)."""
     if not accelerator.is_main_process:
-        return results
+        return {}
     out_dir.mkdir(parents=True, exist_ok=True)
     key = f"{prefix}/" if prefix else ""
+    source, target = split.source_test, split.test
     where = f"{source.name}->{target.name}"
     files = {"confusion_matrix": out_dir / "confusion_matrix.png"}
-    plot_confusion(counts, classes, f"target confusion matrix ({where})", files["confusion_matrix"])
+    plot_confusion(np.array(confusion), split.classes, f"target confusion matrix ({where})", files["confusion_matrix"])
     if config.tsne:
+        start = time.time()
         net = accelerator.unwrap_model(model)
-        f_s, y_s = embed_sample(net, source, config.tsne_samples, config.seed, config.batch_size)
-        f_t, y_t = embed_sample(net, target, config.tsne_samples, config.seed + 1, config.batch_size)
-        points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
-        domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
-        files["tsne_by_class"] = out_dir / "tsne_by_class.png"
-        files["tsne_by_domain"] = out_dir / "tsne_by_domain.png"
-        plot_tsne(points, np.concatenate([y_s, y_t]), classes,
-                  f"t-SNE of G_f features, by class ({where})", files["tsne_by_class"])
-        plot_tsne(points, domain, [source.name, target.name],
-                  f"t-SNE of G_f features, by domain ({where})", files["tsne_by_domain"])
+        try:
+            f_s, y_s = embed_sample(net, source, config.tsne_samples, config.seed, config.batch_size, stop)
+            f_t, y_t = embed_sample(net, target, config.tsne_samples, config.seed + 1, config.batch_size, stop)
+        except StopRequested:
+            warn("stop signal: the t-SNE figures are skipped")
+        else:
+            note(f"t-SNE of {len(f_s) + len(f_t)} features of {source.name} and {target.name} ...")
+            points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
+            domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
+            files["tsne_by_class"] = out_dir / "tsne_by_class.png"
+            files["tsne_by_domain"] = out_dir / "tsne_by_domain.png"
+            plot_tsne(points, np.concatenate([y_s, y_t]), split.classes,
+                      f"t-SNE of features, by class ({where})", files["tsne_by_class"])
+            plot_tsne(points, domain, [source.name, target.name],
+                      f"t-SNE of features, by domain ({where})", files["tsne_by_domain"])
+            note(f"t-SNE done in {time.time() - start:.0f} s -> {files['tsne_by_class'].parent}")
     run = wandb_run(accelerator)
     if run is not None:
         import wandb
         run.log({f"{key}figures/{name}": wandb.Image(str(path)) for name, path in files.items()})
-    results["figures"] = {name: str(path) for name, path in files.items()}
-    return results
+    return {"figures": {name: str(path) for name, path in files.items()}}

@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dann import pacs
+from conftest import write_tiny_pacs
+from tiny_train import register
+
 from dann.cli import main
+from dann.datasets import folder as pacs
 from dann.errors import UserError
-from tests.conftest import write_tiny_pacs
 
 
 def jpeg_bytes(size: int = 40) -> bytes:
@@ -93,16 +95,14 @@ def test_empty_class_folder_and_missing_class_are_refused(tiny_pacs):
 
 
 def tiny_flags(data: Path, out: Path, data_path: str, *extra: str) -> list[str]:
-    return ["--cpu", "--pretrained", "none", "--data_root", str(data), "--batch_size", "2",
+    return ["--cpu", "--backbone", "tiny", "--pretrained", "none", "--data_root", str(data), "--batch_size", "2",
             "--epochs", "1", "--num_workers", "0", "--data_path", data_path,
             "--cache_dir", str(data.parent / "cache"), "--output_dir", str(out), *extra]
 
 
 @pytest.fixture
 def tiny_train(monkeypatch):
-    import dann.train
-    from tests.tiny_train import tiny_model
-    monkeypatch.setattr(dann.train, "build_model", tiny_model)
+    register(monkeypatch)
 
 
 @pytest.mark.parametrize("data_path", ["tensor", "loader"])
@@ -113,8 +113,8 @@ def test_a_bad_file_stops_before_training_or_is_skipped(tmp_path, tiny_train, ca
     assert main("dann", tiny_flags(data, out, data_path)) == 1
     captured = capsys.readouterr()
     error = captured.err.strip().splitlines()[-1]
-    first = min(bad.values())  # files are listed in sorted order
-    assert error.startswith(f"error: cannot read image {first}: ") and "3 more unreadable" in error, error
+    assert error.startswith("error: cannot read 4 images of art_painting: "), error
+    assert all(f"{p}: " in error for p in bad.values())  # every one named, in one line
     assert "epoch 1" not in captured.out  # found by the validation pass, not mid-epoch
 
     assert main("dann", tiny_flags(data, out, data_path, "--skip_bad_images")) == 0
@@ -126,4 +126,4 @@ def test_a_bad_file_stops_before_training_or_is_skipped(tmp_path, tiny_train, ca
 
     # A second run reads the cached list of bad files and says the same.
     assert main("dann", tiny_flags(data, tmp_path / "again", data_path)) == 1
-    assert f"cannot read image {first}: " in capsys.readouterr().err
+    assert "cannot read 4 images of art_painting: " in capsys.readouterr().err

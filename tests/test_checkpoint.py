@@ -1,6 +1,6 @@
 """Checkpoints, resume after SIGKILL / SIGTERM / SIGINT, the NaN stop, and safe loading.
 
-Runs go through the real command line with a tiny model (tests/tiny_train.py) on a tiny
+Runs go through the real command line with a tiny backbone (tests/tiny_train.py) on a tiny
 generated PACS: 8 images per domain, batch 2, so 4 steps per epoch.
 """
 from __future__ import annotations
@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from dann.errors import UserError
+
+from conftest import write_tiny_pacs
+from tiny_train import register
+
 from dann import checkpoint
 from dann.cli import main
-from tests.conftest import write_tiny_pacs
-from tests.tiny_train import patch
 
 TINY_TRAIN = Path(__file__).with_name("tiny_train.py")
 STEPS_PER_EPOCH = 4
@@ -31,7 +34,7 @@ def data(tmp_path) -> Path:
 
 
 def flags(data: Path, out: Path, *extra: str) -> list[str]:
-    return ["--cpu", "--pretrained", "none", "--data_root", str(data), "--batch_size", "2",
+    return ["--cpu", "--backbone", "tiny", "--pretrained", "none", "--data_root", str(data), "--batch_size", "2",
             "--epochs", "4", "--lr", "0.05", "--num_workers", "0", "--data_path", "tensor",
             "--augment", "--lr_schedule", "dann", "--alpha_schedule", "dann",
             "--cache_dir", str(data.parent / "cache"), "--output_dir", str(out), *extra]
@@ -131,20 +134,23 @@ def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, n
 
 @pytest.mark.slow
 def test_two_processes_stop_together_on_one_sigterm_and_resume_exactly(data, tmp_path):
-    """Only rank 0 is signalled; both processes stop at the same step, save one checkpoint,
-    and the resumed two-process run ends as an uninterrupted two-process run."""
+    """Only rank 0 is signalled, at step 3; the processes agree at the next check (the end
+    of epoch 1, step 4, after its evaluation), save one checkpoint with both RNG states, and
+    the resumed two-process run ends as an uninterrupted two-process run."""
     def torchrun(out, env=None):
-        return subprocess.run(["torchrun", "--nproc_per_node", "2", str(TINY_TRAIN), "dann",
-                               *flags(data, out), *(["--resume", "auto"] if env is None and out.exists() else [])],
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                               str(TINY_TRAIN), "dann", *flags(data, out),
+                               *(["--resume", "auto"] if env is None and out.exists() else [])],
                               capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=300)
     reference = torchrun(tmp_path / "reference")
     assert reference.returncode == 0, reference.stderr[-2000:]
     out = tmp_path / "stopped"
     stopped = torchrun(out, {"TINY_SIGNAL_AT_STEP": "3", "TINY_SIGNAL": "SIGTERM", "TINY_SIGNAL_RANK": "0"})
     assert stopped.returncode != 0
-    assert "stopped: SIGTERM at step 3" in stopped.stderr, stopped.stderr[-2000:]
-    assert [p.name for p in checkpoint.complete_checkpoints(out / "checkpoints")] == ["step_00000003"]
-    assert (out / "checkpoints" / "step_00000003" / "random_states_1.pkl").is_file()  # rank 1 saved too
+    assert "stopped: SIGTERM at step 4" in stopped.stderr, stopped.stderr[-2000:]
+    assert stopped.stderr.count("stopped:") == 1  # rank 1 stops quietly
+    assert [p.name for p in checkpoint.complete_checkpoints(out / "checkpoints")] == ["step_00000004"]
+    assert (out / "checkpoints" / "step_00000004" / "random_states_1.pkl").is_file()  # rank 1 saved too
     resumed = torchrun(out)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert metrics(out) == metrics(tmp_path / "reference")
@@ -153,30 +159,52 @@ def test_two_processes_stop_together_on_one_sigterm_and_resume_exactly(data, tmp
 
 # ---------------------------------------------------------------------------- NaN, refusals, safety
 
+@pytest.fixture(autouse=True)
+def tiny_plugins(monkeypatch):
+    register(monkeypatch)
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, monkeypatch, capsys):
-    import dann.train
-    patch(dann.train)  # monkeypatch below restores the originals
+    """The step never syncs: a NaN at step 7 is found at the next check (the end of epoch 2,
+    step 8); the update of step 7 and all after it were skipped on the device."""
     monkeypatch.setenv("TINY_NAN_AT_STEP", "7")
     out = data.parent / "nan"
     assert main("dann", flags(data, out, "--checkpoint_every", "1")) == 1
     error = capsys.readouterr().err.strip().splitlines()[-1]
     good = out / "checkpoints" / "step_00000004"
-    assert error.startswith("error: the loss is nan at step 7 (epoch 2)"), error
+    assert error.startswith("error: the loss is not finite (nan or inf) at step 7;"), error
     assert f"the last good checkpoint is {good}" in error
     assert checkpoint.complete_checkpoints(out / "checkpoints") == [good]
     assert not (out / "results.json").exists()
 
 
-@pytest.fixture(autouse=True)
-def restore_train_module(monkeypatch):
-    import dann.train
-    for name in ("build_model", "dann_step", "baseline_step"):
-        monkeypatch.setattr(dann.train, name, getattr(dann.train, name))
+def test_skipped_update_leaves_the_weights_of_the_last_good_step():
+    """NonFiniteGuard: fused SGD skips the update for a NaN loss and every later one, on the device."""
+    from accelerate import Accelerator
+
+    from dann.config import TrainConfig
+    from dann.train import NonFiniteGuard, make_optimizer
+
+    accelerator = Accelerator(cpu=True)
+    model = torch.nn.Linear(3, 2)
+    model, optimizer = accelerator.prepare(model, make_optimizer(model, TrainConfig(lr=0.1)))
+    guard = NonFiniteGuard(accelerator, optimizer, start_step=10)
+    x = torch.randn(4, 3)
+    snapshots = []
+    for loss_scale in (1.0, float("nan"), 1.0):
+        loss = model(x).sum() * loss_scale
+        guard.before_update(loss)
+        optimizer.zero_grad()
+        accelerator.backward(loss)
+        optimizer.step()
+        snapshots.append(model.weight.detach().clone())
+    assert torch.equal(snapshots[0], snapshots[1]) and torch.equal(snapshots[1], snapshots[2])
+    assert torch.isfinite(snapshots[2]).all()
+    with pytest.raises(UserError, match="at step 12;"):
+        guard.raise_if_bad()
 
 
 def test_fresh_run_refuses_a_folder_with_checkpoints_and_resume_checks_flags(data, capsys):
-    import dann.train
-    patch(dann.train)
     out = data.parent / "run"
     assert main("dann", flags(data, out, "--checkpoint_every", "2", "--epochs", "2")) == 0
     capsys.readouterr()
@@ -191,8 +219,6 @@ def test_fresh_run_refuses_a_folder_with_checkpoints_and_resume_checks_flags(dat
 
 
 def test_resume_refuses_a_pickle_that_runs_code(data, tmp_path, capsys):
-    import dann.train
-    patch(dann.train)
     out = data.parent / "run"
     assert main("dann", flags(data, out, "--checkpoint_every", "1", "--epochs", "1")) == 0
     marker = tmp_path / "pwned"

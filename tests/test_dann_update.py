@@ -1,39 +1,46 @@
-"""One combined DANN update (one backward on the summed losses) equals the seed's three
-backward calls: same gradients, same parameters after the optimizer step."""
+"""One combined DANN update (one backward on the summed losses, G_f run once on both batches)
+equals the seed's three backward calls: same gradients, same parameters after the step."""
 import torch
 import torch.nn.functional as F
 
-from dann.model import DANNAlexNet
-from dann.train import dann_step
+from dann.config import TrainConfig
+from dann.discriminators import grad_reverse
+from dann.methods import build
+
+
+def dann_alexnet(alpha: float = 0.7):
+    torch.manual_seed(0)
+    config = TrainConfig(method="dann", backbone="alexnet", pretrained="none", alpha=alpha)
+    return build(config, num_classes=7).double()  # float64: the comparison tests the math, not rounding
 
 
 def three_backward_grads(model, x_s, y_s, x_t, alpha):
     """The seed's formulation: three losses, three backward calls, gradients accumulate."""
     model.zero_grad()
-    F.cross_entropy(model(x_s), y_s).backward()
-    F.cross_entropy(model(x_s, alpha), torch.zeros(len(x_s), dtype=torch.long)).backward()
-    F.cross_entropy(model(x_t, alpha), torch.ones(len(x_t), dtype=torch.long)).backward()
+    F.cross_entropy(model.classifier(model.features(x_s)), y_s).backward()
+    d_s = model.discriminator(grad_reverse(model.features(x_s), alpha))
+    F.cross_entropy(d_s, torch.zeros(len(x_s), dtype=torch.long)).backward()
+    d_t = model.discriminator(grad_reverse(model.features(x_t), alpha))
+    F.cross_entropy(d_t, torch.ones(len(x_t), dtype=torch.long)).backward()
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def combined_grads(model, x_s, y_s, x_t, alpha):
+def combined_grads(model, x_s, y_s, x_t):
     model.zero_grad()
-    loss, _ = dann_step(model, x_s, y_s, x_t, alpha)
+    loss, _ = model.step((x_s, y_s), x_t, progress=0.3)  # constant alpha: progress does not matter
     loss.backward()
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 def test_combined_update_equals_three_backward_calls():
-    torch.manual_seed(0)
-    model = DANNAlexNet().double()  # float64: the comparison tests the math, not rounding
+    model = dann_alexnet(alpha=0.7)
     # 64x64 inputs keep it fast; the adaptive avgpool still gives fc6 its 9216 features
     x_s, x_t = torch.randn(3, 3, 64, 64).double(), torch.randn(3, 3, 64, 64).double()
     y_s = torch.tensor([0, 3, 6])
-    alpha = 0.7
     torch.manual_seed(1)  # same dropout masks in both versions: same RNG, same call order
-    reference = three_backward_grads(model, x_s, y_s, x_t, alpha)
+    reference = three_backward_grads(model, x_s, y_s, x_t, 0.7)
     torch.manual_seed(1)
-    combined = combined_grads(model, x_s, y_s, x_t, alpha)
+    combined = combined_grads(model, x_s, y_s, x_t)
     assert reference.keys() == combined.keys()
     for name in reference:
         assert torch.allclose(combined[name], reference[name], atol=1e-6, rtol=0), name
@@ -43,7 +50,7 @@ def test_combined_update_equals_three_backward_calls():
     # and the optimizer step from either gradient lands on the same weights
     after = []
     for grads in (reference, combined):
-        clone = DANNAlexNet().double()
+        clone = dann_alexnet()
         clone.load_state_dict(model.state_dict())
         optimizer = torch.optim.SGD(clone.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-5)
         for name, p in clone.named_parameters():
@@ -56,12 +63,12 @@ def test_combined_update_equals_three_backward_calls():
 
 def test_gradient_reversal_flips_the_feature_gradient_of_the_domain_loss():
     """G_f's gradient from the domain loss is -alpha times the plain (unreversed) gradient."""
-    torch.manual_seed(0)
-    model = DANNAlexNet().double().eval()  # no dropout: the two passes see the same network
+    model = dann_alexnet().eval()  # no dropout: the two passes see the same network
     x = torch.randn(2, 3, 64, 64).double()
     d = torch.zeros(2, dtype=torch.long)
-    F.cross_entropy(model(x, 0.5), d).backward()
-    reversed_grad = model.features[0].weight.grad.clone()
+    F.cross_entropy(model.discriminator(grad_reverse(model.features(x), 0.5)), d).backward()
+    conv1 = model.features.features[0].weight
+    reversed_grad = conv1.grad.clone()
     model.zero_grad()
-    F.cross_entropy(model.discriminator(model.embed(x)), d).backward()
-    assert torch.allclose(reversed_grad, -0.5 * model.features[0].weight.grad, atol=1e-9)
+    F.cross_entropy(model.discriminator(model.features(x)), d).backward()
+    assert torch.allclose(reversed_grad, -0.5 * conv1.grad, atol=1e-9)

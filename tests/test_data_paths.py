@@ -1,4 +1,5 @@
-"""The two data paths (tensor, DataLoader) agree; the decode cache; sharding; the benchmark's tiny mode."""
+"""The two data paths (tensor, DataLoader) agree; each backbone's input (crop, normalization,
+BGR); the decode cache; sharding; the benchmark's tiny mode."""
 from __future__ import annotations
 
 import json
@@ -13,17 +14,27 @@ from accelerate import Accelerator
 from PIL import Image
 
 from conftest import ROOT, write_tiny_pacs
-from dann import pacs
+from dann import datasets
+from dann.backbones import IMAGENET_MEAN, IMAGENET_STD, InputSpec
 from dann.config import TrainConfig
-from dann.data import ImageTransform, LoaderDomain, TensorDomain, epoch_batches, eval_indices
-from dann.model import DANNAlexNet
-from dann.train import choose_data_path
+from dann.data import ImageTransform, TensorDomain, crop_size, epoch_batches, eval_indices
+from dann.datasets import folder as pacs
+from dann.datasets.folder import LoaderDomain
+from dann.errors import UserError
+from dann.methods import build
+
+ALEXNET = InputSpec(size=224, min_size=63)
+CAFFE = InputSpec(size=227, min_size=39, normalization="caffe", mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0))
+
+
+def imagenet_transform(**kwargs):
+    return ImageTransform(torch.device("cpu"), ALEXNET, 224, **kwargs)
 
 
 def both_paths(root, name, *, augment, num_workers=0, batch_size=4, **kwargs):
     files = pacs.list_domain(root, name)
     cpu = torch.device("cpu")
-    common = dict(batch_size=batch_size, seed=3, transform=ImageTransform(cpu), augment=augment, **kwargs)
+    common = dict(batch_size=batch_size, seed=3, transform=imagenet_transform(), augment=augment, **kwargs)
     images = torch.from_numpy(pacs.decode_domain(files, root.parent / "cache", workers=1)[0].copy())
     return (TensorDomain(name, images, pacs.labels_tensor(files), **common),
             LoaderDomain(files, device=cpu, num_workers=num_workers, **common))
@@ -33,7 +44,7 @@ def both_paths(root, name, *, augment, num_workers=0, batch_size=4, **kwargs):
 def test_tensor_and_loader_paths_give_the_same_inputs_and_predictions(tiny_pacs, augment):
     tensor, loader = both_paths(tiny_pacs, "photo", augment=augment, num_workers=2)
     torch.manual_seed(0)
-    model = DANNAlexNet(num_classes=2).eval()  # eval: no dropout, so outputs depend on inputs only
+    model = build(TrainConfig(backbone="alexnet", pretrained="none"), 2).eval()  # no dropout: outputs depend on inputs only
     for epoch in (0, 1):
         pairs = list(zip(tensor.train_batches(epoch), loader.train_batches(epoch), strict=True))
         assert len(pairs) == tensor.steps_per_epoch() == 2
@@ -56,19 +67,52 @@ def test_tensor_and_loader_paths_give_the_same_inputs_and_predictions(tiny_pacs,
 def test_augmentation_crops_and_flips_and_replays():
     images = torch.arange(2 * 3 * 256 * 256, dtype=torch.int64).remainder(251).to(torch.uint8)
     images = images.view(2, 3, 256, 256).repeat(8, 1, 1, 1)  # 16 images
-    transform = ImageTransform(torch.device("cpu"))
+    transform = imagenet_transform()
     a = transform(images, augment=True, generator=torch.Generator().manual_seed(1))
     b = transform(images, augment=True, generator=torch.Generator().manual_seed(1))
     centre = transform(images)
     assert torch.equal(a, b)  # same key, same crops and flips
     assert not torch.equal(a, centre)
     # Every augmented image is some 224 crop of its source, maybe flipped.
-    raw = (a * transform.std + transform.mean).round().to(torch.uint8)
+    raw = (a * transform.scale + transform.shift).round().to(torch.uint8)
     for i in range(16):
         windows = images[i].unfold(1, 224, 1).unfold(2, 224, 1)  # (3, 33, 33, 224, 224)
         hits = [(windows == raw[i][:, None, None]).all(-1).all(-1).all(0).any(),
                 (windows == raw[i].flip(-1)[:, None, None]).all(-1).all(-1).all(0).any()]
         assert any(hits), f"image {i} is not a (flipped) crop"
+
+
+def test_each_backbone_gets_its_own_input():
+    """ImageNet statistics on RGB for torchvision weights; BGR in [0, 255] minus the Caffe mean,
+    227 crop, for the Caffe AlexNet; the domain's own statistics for networks trained from scratch."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (2, 3, 256, 256), dtype=torch.uint8, generator=g)
+    centre = images[:, :, 16:240, 16:240].float() / 255
+    expected = (centre - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    torch.testing.assert_close(imagenet_transform()(images), expected)
+
+    caffe = ImageTransform(torch.device("cpu"), CAFFE, crop_size(CAFFE, 256, "alexnet_caffe", "pacs"))(images)
+    crop = images[:, :, 14:241, 14:241].float()  # (256 - 227) // 2 = 14
+    assert caffe.shape == (2, 3, 227, 227)
+    assert torch.equal(caffe[:, 0], crop[:, 2] - 104.0) and torch.equal(caffe[:, 2], crop[:, 0] - 123.0)  # B first
+
+    lenet = InputSpec(size=32, min_size=32, normalization="domain")
+    digits = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=g)
+    mean, std = datasets.domain_stats(digits)
+    x = ImageTransform(torch.device("cpu"), lenet, 32, mean=mean, std=std)(digits)
+    assert x.shape == (4, 3, 32, 32)
+    torch.testing.assert_close(x.mean((0, 2, 3)), torch.zeros(3), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x.std((0, 2, 3)), torch.ones(3), atol=1e-3, rtol=0)
+
+
+def test_input_sizes_a_backbone_cannot_take_are_one_clear_error():
+    assert crop_size(ALEXNET, 256, "alexnet", "pacs") == 224
+    resnet = InputSpec(size=224, min_size=32)
+    assert crop_size(resnet, 32, "resnet18", "digits") == 32  # small images used whole
+    with pytest.raises(UserError, match="alexnet needs images of at least 63x63; --dataset digits has 32x32"):
+        crop_size(ALEXNET, 32, "alexnet", "digits")
+    with pytest.raises(UserError, match="lenet takes 32x32 inputs"):
+        crop_size(InputSpec(size=32, min_size=32, normalization="domain"), 256, "lenet", "pacs")
 
 
 def decode_counter(monkeypatch):
@@ -160,18 +204,18 @@ def test_sharded_domains_evaluate_each_image_once(tiny_pacs):
     assert sorted(labels) == sorted(pacs.list_domain(tiny_pacs, "photo").labels)
 
 
-def test_auto_picks_the_tensor_path_for_pacs_on_cpu(real_pacs, monkeypatch):
-    files = [pacs.list_domain(real_pacs, d) for d in ("photo", "art_painting")]
-    accelerator = Accelerator(cpu=True)
-    config = TrainConfig(data_root=str(real_pacs))
-    assert choose_data_path(config, files, accelerator) == "tensor"  # 0.7 GB on this machine
+def test_auto_picks_the_tensor_path_for_pacs_on_cpu(monkeypatch):
+    pacs_data = datasets.build(TrainConfig())
+    photo_and_art = 1670 + 2048
+    cpu = torch.device("cpu")
+    assert datasets.choose_data_path(TrainConfig(), pacs_data, photo_and_art, cpu, 1) == "tensor"  # 0.73 GB
 
     class Memory:  # a machine with 1 GB free: photo + art_painting (0.73 GB) is over half of it
         available = 1 << 30
 
-    monkeypatch.setattr("dann.train.psutil.virtual_memory", lambda: Memory)
-    assert choose_data_path(config, files, accelerator) == "loader"
-    assert choose_data_path(TrainConfig(data_path="tensor"), files, accelerator) == "tensor"
+    monkeypatch.setattr("dann.datasets.psutil.virtual_memory", lambda: Memory)
+    assert datasets.choose_data_path(TrainConfig(), pacs_data, photo_and_art, cpu, 1) == "loader"
+    assert datasets.choose_data_path(TrainConfig(data_path="tensor"), pacs_data, photo_and_art, cpu, 1) == "tensor"
 
 
 @pytest.mark.slow

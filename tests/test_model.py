@@ -1,14 +1,21 @@
-"""Gradient reversal, the schedules, the AlexNet branches and their initialisation."""
+"""The first homework's model: gradient reversal, the schedules, the DANN AlexNet's branches
+and their initialisation from a weights file, and every way that file can be wrong."""
 import math
-import urllib.error
+from pathlib import Path
 
 import pytest
 import torch
-from torchvision.models import AlexNet_Weights, alexnet
+from torchvision.models import alexnet
 
+from dann.config import TrainConfig
+from dann.discriminators import grad_reverse
 from dann.errors import UserError
-from dann.model import DANNAlexNet, build_model, grad_reverse
+from dann.methods import build
 from dann.schedules import alpha_at, lr_factor
+
+
+def dann_model(pretrained="none", **flags):
+    return build(TrainConfig(method="dann", backbone="alexnet", pretrained=pretrained, **flags), num_classes=7)
 
 
 def test_gradient_reversal_is_identity_forward_and_minus_alpha_backward():
@@ -35,12 +42,16 @@ def test_lr_schedules():
 
 
 def test_shapes_and_routing():
-    model = DANNAlexNet(num_classes=7)
+    model = dann_model()
     x = torch.randn(2, 3, 224, 224)
     assert model.embed(x).shape == (2, 9216)
-    assert model(x).shape == (2, 7)
-    assert model(x, alpha=0.5).shape == (2, 2)
-    assert DANNAlexNet(discriminator=False).discriminator is None
+    assert model(x).shape == (2, 7) and torch.equal(model.eval()(x), model.predict(x))
+    assert model.discriminator(model.embed(x)).shape == (2, 2)
+    assert [m.out_features for m in model.discriminator if isinstance(m, torch.nn.Linear)] == [4096, 4096, 2]
+    paper = dann_model(discriminator="paper").discriminator
+    assert [m.out_features for m in paper if isinstance(m, torch.nn.Linear)] == [1024, 1024, 2]
+    baseline = build(TrainConfig(method="baseline", backbone="alexnet", pretrained="none"), num_classes=7)
+    assert not hasattr(baseline, "discriminator") and not baseline.needs_target
 
 
 def test_pretrained_file_fills_both_branches(tmp_path):
@@ -48,10 +59,10 @@ def test_pretrained_file_fills_both_branches(tmp_path):
     reference = alexnet(weights=None).state_dict()  # same format as the ImageNet file
     path = tmp_path / "alexnet.pth"
     torch.save(reference, path)
-    model = build_model(str(path))
-    state = model.state_dict()
+    state = dann_model(str(path)).state_dict()
     for key in ("features.0.weight", "features.10.bias", "classifier.1.weight", "classifier.4.bias"):
-        assert torch.equal(state[key], reference[key])
+        own = key.replace("features.", "features.features.") if key.startswith("features.") else key
+        assert torch.equal(state[own], reference[key])
     for i in (1, 4):  # fc6, fc7 of G_d start equal to G_y's
         for p in ("weight", "bias"):
             assert torch.equal(state[f"discriminator.{i}.{p}"], reference[f"classifier.{i}.{p}"])
@@ -59,21 +70,42 @@ def test_pretrained_file_fills_both_branches(tmp_path):
     assert state["discriminator.6.weight"].shape == (2, 4096)
 
 
-def test_bad_pretrained_values(tmp_path):
-    with pytest.raises(UserError, match="no such file"):
-        build_model(str(tmp_path / "missing.pth"))
-    junk = tmp_path / "junk.pth"
-    junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(UserError, match="not a loadable state dict"):
-        build_model(str(junk))
-    torch.save({"fc.weight": torch.zeros(2)}, tmp_path / "other.pth")
-    with pytest.raises(UserError, match="no AlexNet"):
-        build_model(str(tmp_path / "other.pth"))
+def test_a_wrong_shape_tensor_is_named_and_the_rest_loads(tmp_path, capsys):
+    torch.manual_seed(0)
+    reference = alexnet(weights=None).state_dict()
+    reference["features.3.weight"] = torch.zeros(10, 64, 5, 5)  # not conv2's (192, 64, 5, 5)
+    torch.save(reference, tmp_path / "odd.pth")
+    state = dann_model(str(tmp_path / "odd.pth")).state_dict()
+    assert torch.equal(state["features.features.0.weight"], reference["features.0.weight"])
+    warning = capsys.readouterr().err.strip()
+    assert warning.count("\n") == 0 and "features.3.weight (10, 64, 5, 5) vs (192, 64, 5, 5)" in warning
 
 
-def test_failed_imagenet_download_names_the_alternatives(monkeypatch):
-    def offline(*args, **kwargs):
-        raise urllib.error.URLError("no network")
-    monkeypatch.setattr(AlexNet_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
-    with pytest.raises(UserError, match=r"--pretrained PATH.*--pretrained none"):
-        build_model("imagenet")
+class Exploit:
+    def __reduce__(self):
+        return (Path.touch, (Path("/tmp/dann-test-pwned"),))
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no such file"),
+    (b"not a checkpoint", "not a loadable state dict"),
+    ({"fc.weight": torch.zeros(2)}, "holds no `features.*` tensors"),
+    ({"weights": Exploit()}, "refused, the file holds Python objects besides tensors"),
+])
+def test_bad_pretrained_files_are_one_line(tmp_path, content, message):
+    path = tmp_path / "weights.pth"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        torch.save(content, path)
+    with pytest.raises(UserError, match=message) as error:
+        dann_model(str(path))
+    assert "\n" not in str(error.value)
+    assert not Path("/tmp/dann-test-pwned").exists()
+
+
+def test_unreachable_weight_server_names_the_alternatives(monkeypatch, tmp_path):
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # nothing cached
+    monkeypatch.setenv("https_proxy", "http://127.0.0.1:9")  # a closed port: refused at once
+    with pytest.raises(UserError, match=r"cannot download the ImageNet AlexNet weights .*--pretrained PATH.*--pretrained none"):
+        dann_model("imagenet")

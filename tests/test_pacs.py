@@ -2,10 +2,11 @@
 import pytest
 from PIL import Image
 
-from dann import pacs
-from dann.errors import UserError
-
 from conftest import write_tiny_pacs
+
+from dann.datasets import folder as pacs
+from dann.datasets.pacs import download_pacs
+from dann.errors import UserError
 
 REAL_COUNTS = {"photo": 1670, "art_painting": 2048, "cartoon": 2344, "sketch": 3929}
 CLASSES = ["dog", "elephant", "giraffe", "guitar", "horse", "house", "person"]
@@ -66,7 +67,7 @@ def test_download_writes_the_folder_layout(tmp_path, tiny_pacs):
     write_hub_format(hub, tiny_pacs)
     root = tmp_path / "downloaded" / "PACS"
     root.parent.mkdir()
-    pacs.download_pacs(root, dataset=str(hub))
+    download_pacs(root, dataset=str(hub))
     photo, sketch = pacs.list_domain(root, "photo"), pacs.list_domain(root, "sketch")
     assert photo.classes == sketch.classes == ["dog", "horse"]
     assert len(photo.paths) == len(sketch.paths) == 6
@@ -78,11 +79,10 @@ def test_download_writes_the_folder_layout(tmp_path, tiny_pacs):
 
 def test_failed_download_is_one_line_naming_path_download_and_flag(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     root = tmp_path / "nowhere" / "PACS"
     with pytest.raises(UserError) as e:
-        pacs.ensure_pacs(root)
+        download_pacs(root)
     message = str(e.value)
     assert "\n" not in message
     assert str(root) in message and "flwrlabs/pacs" in message and "--data_root" in message

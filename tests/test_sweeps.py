@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from train_helpers import QUICK, ROOT, clean_env
+from train_helpers import ROOT, clean_env
 
 from dann import report, sweeps
 from dann.config import get_args_parser, parse_config
@@ -147,7 +147,8 @@ def test_runner_trains_a_tiny_grid_for_real(tiny_pacs, tmp_path):
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
     run = ["run", str(path), "--out", str(tmp_path / "out"), "--launcher", "python", "--wandb", "off"]
-    extra = ["--", *QUICK, "--no-tsne", f"--data_root={tiny_pacs}", f"--cache_dir={tmp_path / 'cache'}"]
+    quick = ["--cpu", "--pretrained=none", "--max_steps=1", "--batch_size=4", "--num_workers=1"]  # a real AlexNet
+    extra = ["--", *quick, "--no-tsne", f"--data_root={tiny_pacs}", f"--cache_dir={tmp_path / 'cache'}"]
     proc = sweep_cli(*run, "--max_runs", "1", *extra, cwd=ROOT, env=clean_env(tmp_path))  # interrupted
     assert proc.returncode == 0 and "1 of 2 runs finished" in proc.stdout, proc.stdout + proc.stderr
     proc = sweep_cli(*run, *extra, cwd=ROOT, env=clean_env(tmp_path))

@@ -23,6 +23,7 @@ def test_summarize_means_and_std_over_seeds_and_targets():
     assert "xdomain/target_acc_mean" not in single
 
 
+@pytest.mark.slow
 def test_offline_wandb_run_has_config_summary_and_tsne_images(tiny_pacs, tmp_path):
     env = clean_env(tmp_path, WANDB_MODE="offline")
     out = tmp_path / "run"
@@ -46,6 +47,7 @@ def test_offline_wandb_run_has_config_summary_and_tsne_images(tiny_pacs, tmp_pat
         assert (run_dirs[0] / "files" / image["path"]).is_file()
 
 
+@pytest.mark.slow
 def test_logged_out_wandb_warns_once_and_the_run_goes_on(tiny_pacs, tmp_path):
     env = clean_env(tmp_path, WANDB_MODE="online")  # no API key anywhere
     out = tmp_path / "run"

@@ -1,6 +1,8 @@
-"""PACS on disk: find the images of a domain, download the dataset, decode and cache it.
+"""Folder-of-domains datasets: <data_root>/<domain>/<class>/<image> (PACS, Office-31,
+Office-Home, DomainNet...). Find a domain's images, decode and cache them, and the
+`Folder` dataset plug-in (domains and classes discovered from the folders).
 
-Layout: <data_root>/<domain>/<class>/<image>. Every image is decoded the same way,
+Every image is decoded the same way,
 whichever data path trains on it (`decode_image`): RGB, shorter side resized to 256,
 centre 256x256 crop, uint8 CHW. Decoded domains are cached as .npy files keyed by a
 fingerprint of the image files, so a changed dataset is decoded again. An unreadable
@@ -10,10 +12,9 @@ list of bad files is cached beside the images (`<domain>-<fingerprint>.bad.json`
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
-import sys
+import signal
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -23,11 +24,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dann.errors import UserError, warn
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from dann.data import TensorDomain, epoch_batches, aug_key
+from dann.datasets import Dataset
+from dann.errors import UserError, note, warn
 
 BASE_SIZE = 256  # decoded images are BASE_SIZE x BASE_SIZE; models see 224 crops of them
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
-HUB_DATASET = "flwrlabs/pacs"
 CACHE_VERSION = 2  # bump when decode_image changes, so old caches are not reused
 
 
@@ -38,6 +43,7 @@ class DomainFiles:
     paths: list[Path]
     labels: list[int]
     ignored: list[Path] = field(default_factory=list)  # non-image files in class folders
+    skipped: list[str] = field(default_factory=list)  # unreadable files left out (--skip_bad_images)
 
 
 class BadImage(UserError):
@@ -147,21 +153,22 @@ def _decode_all(files: DomainFiles, npy_file: str | None, workers: int) -> list[
 
 
 def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
-    """`files` without the bad ones (reported on stderr) if `skip`; else BadImage for the first."""
+    """`files` without the bad ones (named in one warning) if `skip`; else a UserError naming all."""
     if not bad:
         return files
     if not skip:
-        i, reason = bad[0]
-        more = f" ({len(bad) - 1} more unreadable in {files.name})" if len(bad) > 1 else ""
-        raise BadImage(files.paths[i], reason + more)
-    print(f"warning: --skip_bad_images: leaving out {len(bad)} unreadable image(s) of {files.name}:",
-          file=sys.stderr)
-    for i, reason in bad:
-        print(f"  {files.paths[i]}: {reason}", file=sys.stderr)
+        if len(bad) == 1:
+            raise BadImage(files.paths[bad[0][0]], bad[0][1])
+        listing = "; ".join(f"{files.paths[i]}: {reason}" for i, reason in bad)
+        raise UserError(f"cannot read {len(bad)} images of {files.name}: {listing}; fix or delete "
+                        f"them, or pass --skip_bad_images to train without them")
+    warn(f"--skip_bad_images: leaving out {len(bad)} unreadable image(s) of {files.name}: "
+         + "; ".join(f"{files.paths[i]}: {reason}" for i, reason in bad))
     dropped = {i for i, _ in bad}
     keep = [i for i in range(len(files.paths)) if i not in dropped]
     return DomainFiles(files.name, files.classes, [files.paths[i] for i in keep],
-                       [files.labels[i] for i in keep], files.ignored)
+                       [files.labels[i] for i in keep], files.ignored,
+                       [str(files.paths[i]) for i in sorted(dropped)])
 
 
 def fingerprint(files: DomainFiles) -> str:
@@ -260,48 +267,96 @@ def check_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
     return drop_bad(files, [tuple(b) for b in bad], skip_bad)
 
 
-def download_pacs(root: str | Path, dataset: str = HUB_DATASET) -> None:
-    """Write the Hub copy of PACS (`image`, `domain`, `label` columns) as <root>/<domain>/<class>/.
-
-    `dataset` is anything `datasets.load_dataset` accepts: the Hub id, or a local folder
-    of the same format (the tests use one). Files go to a temporary folder first, so an
-    interrupted download never leaves a half-filled `root`.
-    """
-    root = Path(root)
-    try:
-        import datasets  # imported here: only a first run without data needs it
-        table = datasets.load_dataset(dataset, split="train")
-    except Exception as e:  # network, auth and format errors all end the same way
-        raise UserError(
-            f"--data_root {root} does not exist and downloading {dataset} from the Hugging Face "
-            f"Hub failed ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-            f"download PACS elsewhere and pass --data_root PATH to its folder") from None
-    label_feature = table.features["label"]
-    # Write the original encoded bytes (no re-encoding): JPEG stays JPEG, sketch PNG stays PNG.
-    table = table.cast_column("image", datasets.Image(decode=False))
-    tmp = root.with_name(root.name + ".partial")
-    counters: dict[tuple[str, str], int] = {}
-    for row in table:
-        label = row["label"]
-        class_name = label_feature.int2str(label) if hasattr(label_feature, "int2str") else str(label)
-        key = (row["domain"], class_name)
-        counters[key] = counters.get(key, 0) + 1
-        data = row["image"]["bytes"] or Path(row["image"]["path"]).read_bytes()
-        with Image.open(io.BytesIO(data)) as image:
-            suffix = {"JPEG": ".jpg", "PNG": ".png"}.get(image.format, f".{image.format.lower()}")
-        folder = tmp / row["domain"] / class_name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / f"{counters[key]:05d}{suffix}").write_bytes(data)
-    (tmp / "SOURCE.json").write_text(json.dumps({"dataset": dataset, "images": len(table)}))
-    tmp.rename(root)
-
-
-def ensure_pacs(root: str | Path) -> None:
-    """Download PACS into `root` if the folder does not exist."""
-    if not Path(root).exists():
-        print(f"{root} not found: downloading {HUB_DATASET} from the Hugging Face Hub")
-        download_pacs(root)
-
-
 def labels_tensor(files: DomainFiles) -> torch.Tensor:
     return torch.tensor(files.labels, dtype=torch.long)
+
+
+# ---------------------------------------------------------------------------- the decoding path
+
+class _Files(TorchDataset):
+    def __init__(self, files: DomainFiles):
+        self.files = files
+
+    def __len__(self) -> int:
+        return len(self.files.paths)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        return torch.from_numpy(decode_image(self.files.paths[i])), self.files.labels[i]
+
+
+class LoaderDomain(TensorDomain):
+    """The same batches as TensorDomain, decoded from the files by DataLoader workers."""
+
+    def __init__(self, files: DomainFiles, *, device: torch.device, num_workers: int, **kwargs):
+        self.files, self.num_workers = files, num_workers
+        super().__init__(files.name, torch.empty(0, device=device), torch.tensor(files.labels), **kwargs)
+
+    def _load(self, batches: list[torch.Tensor]):
+        # Its own generator: a DataLoader otherwise draws its workers' seed from the global RNG,
+        # which would shift the dropout masks after a resume. Workers ignore SIGINT/SIGTERM:
+        # the main process stops them after checkpointing (see dann.checkpoint.StopOnSignal).
+        loader = DataLoader(_Files(self.files), batch_sampler=[b.tolist() for b in batches],
+                            num_workers=self.num_workers, pin_memory=self.device.type == "cuda",
+                            persistent_workers=False, generator=torch.Generator().manual_seed(self.seed),
+                            worker_init_fn=_ignore_stop_signals)
+        for x, y in loader:
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def train_batches(self, epoch: int, start: int = 0):
+        batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world)
+        for i, (x, y) in enumerate(self._load(batches[start:]), start):
+            yield self._prepare(x, True, aug_key(self.seed, epoch, i, self.rank)), y
+
+    def eval_batches(self):
+        for x, y in self._load(self._eval_index_batches()):
+            yield self._prepare(x, False, 0), y
+
+    def eval_inputs(self, index: torch.Tensor) -> torch.Tensor:
+        x = torch.stack([torch.from_numpy(decode_image(self.files.paths[i])) for i in index.tolist()])
+        return self._prepare(x.to(self.device), False, 0)
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# ---------------------------------------------------------------------------- the plug-in
+
+class Folder(Dataset):
+    """Any <data_root>/<domain>/<class>/<image> tree; never downloads. Transductive, like PACS."""
+
+    image_size = BASE_SIZE
+    loader_path = True
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._listings: dict[str, DomainFiles] = {}
+
+    def check_root(self) -> None:
+        if not self.root.is_dir():
+            raise UserError(f"--data_root {self.root or '(empty)'}: no such folder; give the folder that "
+                            f"holds <domain>/<class>/<image>")
+
+    def domains(self) -> list[str]:
+        self.check_root()
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def listing(self, name: str) -> DomainFiles:
+        if name not in self._listings:
+            files = list_domain(self.root, name)
+            if files.ignored:
+                note(f"ignored {len(files.ignored)} non-image file(s) in {self.root / name}, e.g. {files.ignored[0]}")
+            self._listings[name] = files
+        return self._listings[name]
+
+    def classes(self, domains: list[str]) -> list[str]:
+        return check_same_classes([self.listing(d) for d in domains])
+
+    def images(self, domain: str, split: str, workers: int):
+        files = self.listing(domain)
+        images, kept = decode_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
+        return torch.from_numpy(np.array(images)), labels_tensor(kept), kept.skipped
+
+    def files(self, domain: str, workers: int) -> DomainFiles:
+        return check_domain(self.listing(domain), self.config.cache_dir, workers, self.config.skip_bad_images)

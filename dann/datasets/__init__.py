@@ -1,0 +1,166 @@
+"""Datasets as plug-ins, and what a run trains and tests on: a `Split` of `Domain`s.
+
+A dataset plug-in (registered in dann/plugins.py) subclasses `Dataset`: it names its domains
+and classes, fetches what is missing, and gives each domain's images. The protocol is the
+dataset's: PACS and folder datasets are transductive (the whole target domain is both the
+unlabeled training set and the test set, as in the first homework); the digits datasets
+train on the train splits and test on the target's test split.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+import torch
+
+from dann import plugins
+from dann.backbones import InputSpec
+from dann.data import ImageTransform, TensorDomain, crop_size
+from dann.errors import UserError
+
+
+class Dataset:
+    """The interface of a dataset plug-in, with the defaults most datasets share."""
+
+    image_size: int = 256  # images are uint8 (3, image_size, image_size)
+    hflip = True  # may training flip images horizontally (not digits)
+    transductive = True  # the test split of a domain is the whole domain
+    default_pair: tuple[str, str] | None = None  # --source / --target when not given
+    default_root = ""  # its folder without --data_root (the only one downloaded unasked)
+    loader_path = False  # can DataLoader workers decode its files every epoch (--data_path loader)
+
+    def __init__(self, config):
+        self.config = config
+        self.root = Path(config.data_root or self.default_root)
+        self.may_download = not config.data_root or config.download
+
+    def domains(self) -> list[str]:
+        raise NotImplementedError
+
+    def prepare(self, domains: list[str]) -> None:
+        """Download or build what `domains` need (the main process runs it first)."""
+
+    def classes(self, domains: list[str]) -> list[str]:
+        raise NotImplementedError
+
+    def images(self, domain: str, split: str, workers: int) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """uint8 images (N, 3, S, S) and labels (N,) on the CPU, and the files left out as unreadable."""
+        raise NotImplementedError
+
+    def files(self, domain: str, workers: int):
+        """The decoding path's `DomainFiles` (datasets with `loader_path` only)."""
+        raise NotImplementedError
+
+
+def build(config) -> Dataset:
+    return plugins.load(plugins.DATASETS, config.dataset)(config)
+
+
+def check_domains(dataset: Dataset, config) -> None:
+    """Fill in the default --source/--target; refuse names the dataset does not have."""
+    found = dataset.domains()
+    if not config.source or not config.target:
+        if dataset.default_pair is None:
+            raise UserError(f"--dataset {config.dataset} needs --source and --target; "
+                            f"domains in {dataset.root}: {', '.join(found) or 'none'}")
+        config.source = config.source or dataset.default_pair[0]
+        config.target = config.target or dataset.default_pair[1]
+    for flag, names in (("--source", [config.source]), ("--target", config.targets)):
+        for name in names:
+            if name not in found:
+                raise UserError(f"{flag}: unknown domain {name!r} in --dataset {config.dataset}; "
+                                f"choose from {', '.join(found)}")
+    for t in config.targets:
+        if t == config.source and config.train_on != "target":
+            raise UserError(f"--target {t} is the same as --source; adaptation needs two domains")
+
+
+@dataclass
+class Split:
+    """What one model trains and is tested on."""
+    train: TensorDomain  # labeled batches: the source (the target, for the upper bound)
+    target: TensorDomain | None  # unlabeled target batches (labels never reach the method)
+    test: TensorDomain  # target accuracy
+    source_test: TensorDomain  # source accuracy
+    classes: list[str]
+
+
+def default_workers() -> int:
+    """One per CPU core this process may use, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def domain_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std of uint8 images, in [0, 1] units (for 'domain' normalization)."""
+    x = images.float().div_(255).transpose(0, 1).reshape(3, -1)  # (3, N*S*S)
+    return tuple(x.mean(1).tolist()), tuple(x.std(1).clamp_min(1e-3).tolist())
+
+
+def choose_data_path(config, dataset: Dataset, num_images: int, device: torch.device, world: int) -> str:
+    """'tensor' when the decoded images fit in half the free memory of this process's device."""
+    if not dataset.loader_path:
+        return "tensor"
+    if config.data_path != "auto":
+        return config.data_path
+    needed = num_images * 3 * dataset.image_size ** 2
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = psutil.virtual_memory().available / max(world, 1)
+    return "tensor" if needed < free / 2 else "loader"
+
+
+def load_splits(dataset: Dataset, config, spec: InputSpec, *, device: torch.device, rank: int,
+                world: int, channels_last: bool, workers: int) -> tuple[dict[str, Split], dict]:
+    """One Split per target, for a method whose backbone expects `spec`; every domain is
+    decoded once and shared. Also returns what results.json records: the data path and
+    the image files left out as unreadable."""
+    crop = crop_size(spec, dataset.image_size, config.backbone, config.dataset)
+    splits = ("train",) if dataset.transductive else ("train", "test")
+    names = list(dict.fromkeys([config.source, *config.targets]))
+    classes = dataset.classes(names)
+    if config.data_path == "loader" and not dataset.loader_path:
+        raise UserError(f"--data_path loader: --dataset {config.dataset} is held in memory only; "
+                        f"use --data_path tensor or auto")
+    common = dict(batch_size=config.batch_size, seed=config.seed, rank=rank, world=world, augment=config.augment)
+    domains, skipped, data_path = {}, [], "tensor"
+    for name in names:
+        if dataset.loader_path:
+            files = dataset.files(name, workers)
+            data_path = choose_data_path(config, dataset, len(files.paths), device, world)
+        if data_path == "loader":
+            from dann.datasets.folder import LoaderDomain  # folder datasets only
+
+            stats = sample_stats(files) if spec.normalization == "domain" else (None, None)
+            transform = ImageTransform(device, spec, crop, hflip=dataset.hflip, mean=stats[0], std=stats[1],
+                                       channels_last=channels_last)
+            domains[name, "train"] = LoaderDomain(files, device=device, num_workers=workers,
+                                                  transform=transform, **common)
+            skipped += files.skipped
+            continue
+        arrays = {split: dataset.images(name, split, workers) for split in splits}
+        mean, std = domain_stats(arrays["train"][0]) if spec.normalization == "domain" else (None, None)
+        transform = ImageTransform(device, spec, crop, hflip=dataset.hflip, mean=mean, std=std,
+                                   channels_last=channels_last)
+        for split, (images, labels, bad) in arrays.items():
+            domains[name, split] = TensorDomain(f"{name}", images.to(device), labels, transform=transform, **common)
+            skipped += bad
+    test = "train" if dataset.transductive else "test"
+    result = {}
+    for t in config.targets:
+        on_target = config.train_on == "target"
+        result[t] = Split(train=domains[t if on_target else config.source, "train"],
+                          target=None if on_target else domains[t, "train"],
+                          test=domains[t, test], source_test=domains[config.source, test], classes=classes)
+    return result, {"data_path": data_path, "skipped_images": skipped, "classes": classes}
+
+
+def sample_stats(files, n: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """'domain' normalization on the decoding path: statistics of up to n of the domain's images."""
+    from dann.datasets.folder import decode_image
+
+    step = max(1, len(files.paths) // n)
+    return domain_stats(torch.stack([torch.from_numpy(decode_image(p)) for p in files.paths[::step][:n]]))

@@ -1,0 +1,202 @@
+"""One training run from flags: check them, fetch and decode the data, build the method,
+train a model per target and seed with the shared loop (`dann.train.fit`), write
+results.json, the weights and the figures.
+
+Everything a user can get wrong (flags, paths, domain names, weights files, input sizes)
+is checked before any image is decoded. Errors found by the main process (a failed
+download, a bad image) reach the other processes, which then exit quietly.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list, set_seed
+
+from dann import checkpoint, datasets, methods, tracking
+from dann.config import TrainConfig, default_output_dir
+from dann.errors import UserError, note
+from dann.train import fit
+
+GPU_EPOCHS, CPU_EPOCHS = 30, 1  # --epochs 0: the homework's run on a GPU, a first look on a CPU
+
+
+def make_accelerator(config: TrainConfig) -> Accelerator:
+    gpu = torch.cuda.is_available() and not config.cpu
+    mixed_precision = config.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION")
+    if not gpu:
+        if mixed_precision not in (None, "", "no"):
+            note(f"training in fp32 on the CPU, not {mixed_precision}: CPUs without native bf16 "
+                 f"run its autocast several times slower")
+        mixed_precision = "no"
+    elif not mixed_precision:  # plain `python train_dann.py` on a GPU: bf16 where supported
+        mixed_precision = "bf16" if torch.cuda.is_bf16_supported() else "no"
+    trackers = {"none": None, "all": ["wandb", "tensorboard"]}.get(config.report_to, config.report_to)
+    return Accelerator(cpu=not gpu, mixed_precision=mixed_precision, log_with=trackers,
+                       project_dir=config.output_dir or None,
+                       dynamo_backend="inductor" if config.compile else "no")
+
+
+def use_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """--channels_last: 'on', 'off', or 'auto' = on for CUDA devices."""
+    return config.channels_last == "on" or (config.channels_last == "auto" and device.type == "cuda")
+
+
+def on_main_first(accelerator: Accelerator, fn, others_too: bool = True):
+    """fn() on the main process, then (others_too) on the others: a download or decode runs
+    once, the others read its cache. A UserError of the main process is raised on every
+    process, so that none waits at a barrier for a process that has stopped."""
+    result, error = None, None
+    if accelerator.is_main_process:
+        try:
+            result = fn()
+        except UserError as e:
+            error = str(e)
+    if accelerator.num_processes > 1:
+        error = broadcast_object_list([error])[0]  # also the barrier the others wait at
+    if error:
+        raise UserError(error)
+    return result if accelerator.is_main_process or not others_too else fn()
+
+
+def resolve_defaults(config: TrainConfig, accelerator: Accelerator) -> None:
+    """Flags whose default depends on the machine: --epochs, --num_workers, --batch_size with
+    --batch_scope global."""
+    if config.epochs == 0:
+        config.epochs = GPU_EPOCHS if accelerator.device.type == "cuda" else CPU_EPOCHS
+        if config.epochs == CPU_EPOCHS:
+            note(f"no GPU: --epochs defaults to {CPU_EPOCHS} here, a first look (the homework's run is "
+                 f"--epochs {GPU_EPOCHS}, the default on a GPU)")
+    if config.num_workers == -1:
+        config.num_workers = datasets.default_workers()
+    if config.batch_scope == "global":
+        if config.batch_size % accelerator.num_processes:
+            raise UserError(f"--batch_size {config.batch_size} with --batch_scope global must divide by "
+                            f"the {accelerator.num_processes} processes")
+
+
+def per_process_batch(config: TrainConfig, accelerator: Accelerator) -> int:
+    if config.batch_scope == "global":
+        return config.batch_size // accelerator.num_processes
+    return config.batch_size
+
+
+def check_pretrained(config: TrainConfig) -> None:
+    """A missing weights file is reported before anything is downloaded or decoded."""
+    if config.pretrained not in ("imagenet", "none") and not Path(config.pretrained).is_file():
+        raise UserError(f"--pretrained {config.pretrained}: no such file; give 'imagenet', 'none' "
+                        f"or the path of a weights file")
+
+
+def with_seed(domain, seed: int):
+    """The same domain (same tensors), shuffled and augmented with another seed."""
+    if domain is None:
+        return None
+    domain = copy.copy(domain)
+    domain.seed = seed
+    return domain
+
+
+def run(config: TrainConfig, stop=None) -> dict:
+    """Train one model per target and seed from flags; write results.json, the final
+    weights and the figures to output_dir (a subfolder per model when there are several).
+    stop: see dann.train.fit (the scripts pass a checkpoint.StopOnSignal)."""
+    wall_start = time.time()
+    accelerator = make_accelerator(config)
+    resolve_defaults(config, accelerator)
+    dataset = datasets.build(config)
+    datasets.check_domains(dataset, config)
+    check_pretrained(config)
+    if config.resume not in ("", "auto") and not config.output_dir:  # continue in the run's folder
+        config.output_dir = checkpoint.run_dir_of(config.resume)
+    if not config.output_dir:  # one name for all processes, chosen by the main one
+        config.output_dir = broadcast_object_list([default_output_dir(config)])[0]
+    output_dir = Path(config.output_dir)
+    # Refuse a second live run writing in the same folder.
+    lock = on_main_first(accelerator, lambda: checkpoint.lock_run_dir(output_dir), others_too=False)
+    try:
+        return train_all(config, accelerator, dataset, stop, wall_start)
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall_start: float) -> dict:
+    """The rest of `run`, in the locked output folder: data, models, results."""
+    output_dir = Path(config.output_dir)
+    names = list(dict.fromkeys([config.source, *config.targets]))
+    on_main_first(accelerator, lambda: dataset.prepare(names))  # downloads
+    classes = dataset.classes(names)
+    # The first model is built before any image is decoded: a bad weights file or an input
+    # size the backbone cannot take is reported now. Seeded first: initial weights and
+    # dropout masks then repeat from run to run.
+    set_seed(config.seed_list[0])
+    first_model = on_main_first(accelerator, lambda: methods.build(config, len(classes)))
+    channels_last = use_channels_last(config, accelerator.device)
+    batch_config = dataclasses.replace(config, batch_size=per_process_batch(config, accelerator))
+    splits, data_info = on_main_first(accelerator, lambda: datasets.load_splits(
+        dataset, batch_config, first_model.input_spec, device=accelerator.device, rank=accelerator.process_index,
+        world=accelerator.num_processes, channels_last=channels_last,
+        workers=config.num_workers if accelerator.is_main_process else 1))
+
+    tracking.init_tracking(accelerator, config, dataclasses.asdict(config))
+    runs, step_offset = [], 0
+    for target in config.targets:  # --target cartoon,sketch: cross-domain validation
+        for seed in config.seed_list:  # --seeds 0,1,2: final runs
+            prefix = tracking.model_prefix(target, seed, config)
+            one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="",
+                                      output_dir=str(output_dir / prefix))  # own checkpoints
+            if first_model is not None:
+                model, first_model = first_model, None
+            else:
+                set_seed(seed)
+                model = methods.build(config, len(classes))
+            if channels_last:
+                model = model.to(memory_format=torch.channels_last)
+            # Every process its own dropout and augmentation stream (seed + rank); the initial
+            # weights above are the same everywhere, as DDP requires.
+            set_seed(seed, device_specific=True)
+            split = splits[target]
+            split = dataclasses.replace(split, **{k: with_seed(getattr(split, k), seed)
+                                                  for k in ("train", "target", "test", "source_test")})
+            log = tracking.prefixed_log(accelerator, prefix, step_offset)
+            model, results = fit(one, model, accelerator, split, log=log, stop=stop)
+            model_dir = output_dir / prefix
+            results.update(tracking.end_of_run_figures(accelerator, model, split, results["confusion_matrix"],
+                                                       one, model_dir, prefix, stop))
+            accelerator.wait_for_everyone()
+            if accelerator.is_main_process:
+                model_dir.mkdir(parents=True, exist_ok=True)
+                accelerator.save_model(model, model_dir)  # model.safetensors
+            runs.append({"target": target, "seed": seed, **results})
+            step_offset += results["steps"]
+            accelerator.free_memory()  # the next model starts clean
+            del model
+
+    summary = tracking.summarize(runs)
+    tracking.log_summary(accelerator, summary)
+    results = {"method": config.method, "config": dataclasses.asdict(config), **summary,
+               **(runs[0] if len(runs) == 1 else {}), "runs": runs, **data_info,
+               "per_process_batch": batch_config.batch_size,
+               "global_batch": batch_config.batch_size * accelerator.num_processes,
+               "num_processes": accelerator.num_processes,
+               "mixed_precision": accelerator.mixed_precision,
+               "wall_seconds": time.time() - wall_start}
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+        for r in runs:
+            accelerator.print(f"{r['target']} seed {r['seed']}: target_acc={r['target_acc']:.4f} "
+                              f"best_target_acc={r['best_target_acc']:.4f} source_acc="
+                              f"{r['source_acc']:.4f} ({r['num_target_eval']} target images)")
+        extra = "".join(f" {k}={summary[k]:.4f}" for k in summary if k.startswith("xdomain/"))
+        spread = f" +/- {summary['target_acc_std']:.4f}" if summary["num_seeds"] > 1 else ""
+        accelerator.print(f"target_acc={summary['target_acc']:.4f}{spread}{extra} -> {output_dir}/results.json")
+    accelerator.end_training()
+    return results
