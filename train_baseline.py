@@ -7,7 +7,7 @@ Flags: python train_baseline.py --help. Outputs: <output_dir>/results.json, mode
 """
 import sys
 
-from dann.cli import main
+from dann.cli import script_main
 
 if __name__ == "__main__":
-    sys.exit(main("baseline"))
+    sys.exit(script_main("baseline"))

@@ -9,7 +9,7 @@ Flags: python train_dann.py --help. Outputs: <output_dir>/results.json, model.sa
 """
 import sys
 
-from dann.cli import main
+from dann.cli import script_main
 
 if __name__ == "__main__":
-    sys.exit(main("dann"))
+    sys.exit(script_main("dann"))

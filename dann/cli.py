@@ -1,6 +1,7 @@
-"""What the entry points run: parse flags, install the stop-signal handlers, train; turn a
-UserError into one line and exit 1 (a SIGTERM/SIGINT stop into one line saying how to
-resume, exit 128 + signal). Only the main process prints; the others exit quietly.
+"""What the entry points run: parse flags, train; turn a UserError into one line and exit 1
+(a SIGTERM/SIGINT stop into one line saying how to resume, exit 128 + signal). Only the
+main process prints; the others exit quietly. The stop-signal handlers are installed by
+`script_main` (the scripts) only: `main` called from Python (a test) leaves signals alone.
 """
 from __future__ import annotations
 
@@ -20,16 +21,24 @@ def exit_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
-def main(script: str, argv: list[str] | None = None) -> int:
-    config = parse_config(script, argv)
+def script_main(script: str) -> int:
+    """train_dann.py / train_baseline.py: main() with SIGTERM/SIGINT turned into a checkpointed stop."""
+    from dann.checkpoint import StopOnSignal
+
     exit_with_parent()
+    with StopOnSignal() as stop:
+        return main(script, stop=stop)
+
+
+def main(script: str, argv: list[str] | None = None, stop=None) -> int:
+    """stop: an object whose `signum` is set when the run should stop (see dann.train.fit)."""
+    config = parse_config(script, argv)
     # Imported after parsing: --help and flag errors answer without loading torch.
-    from dann.checkpoint import Interrupted, StopOnSignal
+    from dann.checkpoint import Interrupted
     from dann.run import run
 
     try:
-        with StopOnSignal() as stop:
-            run(config, stop)
+        run(config, stop)
     except Interrupted as e:  # SIGTERM / SIGINT: checkpointed, says how to resume
         if is_main_process():
             print(f"stopped: {e}", file=sys.stderr)

@@ -41,8 +41,13 @@ def flags(data: Path, out: Path, *extra: str) -> list[str]:
 
 
 def train(argv: list[str], env: dict | None = None, method: str = "dann") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TINY_TRAIN), method, *argv], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120)
+    """The script's command line in a subprocess; `method` picks the entry point and --method."""
+    script = ["baseline"] if method == "baseline" else ["dann", "--method", method]
+    if method == "baseline":  # no G_d, no alpha
+        i = argv.index("--alpha_schedule")
+        argv = argv[:i] + argv[i + 2:]
+    return subprocess.run([sys.executable, str(TINY_TRAIN), script[0], *argv, *script[1:]], capture_output=True,
+                          text=True, env={**os.environ, **(env or {})}, timeout=120)
 
 
 def metrics(out: Path) -> dict:
@@ -51,12 +56,18 @@ def metrics(out: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory) -> dict:
-    """The run never interrupted (same data as `data`: write_tiny_pacs is seeded)."""
-    data = write_tiny_pacs(tmp_path_factory.mktemp("reference") / "PACS", per_class=4)
-    run = train(flags(data, data.parent / "reference"))
-    assert run.returncode == 0, run.stderr[-2000:]
-    return metrics(data.parent / "reference")
+def uninterrupted(tmp_path_factory):
+    """metrics(method) of the run never interrupted (same data as `data`: write_tiny_pacs is seeded)."""
+    done = {}
+
+    def reference(method: str = "dann") -> dict:
+        if method not in done:
+            data = write_tiny_pacs(tmp_path_factory.mktemp("reference") / "PACS", per_class=4)
+            run = train(flags(data, data.parent / "reference"), method=method)
+            assert run.returncode == 0, run.stderr[-2000:]
+            done[method] = metrics(data.parent / "reference")
+        return done[method]
+    return reference
 
 
 # ---------------------------------------------------------------------------- checkpoint files
@@ -112,24 +123,51 @@ def test_sigkill_then_resume_gives_the_same_metrics(data, uninterrupted):
     resumed = train(argv + ["--resume", "auto"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
-    assert metrics(out) == uninterrupted
+    assert metrics(out) == uninterrupted()
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, data_path", [("SIGTERM", "tensor"), ("SIGINT", "loader")])
-def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, name, data_path):
+@pytest.mark.parametrize("name, data_path, method", [
+    ("SIGTERM", "tensor", "dann"), ("SIGINT", "loader", "dann"), ("SIGTERM", "tensor", "cdan"),
+    ("SIGTERM", "tensor", "dsn"), ("SIGTERM", "tensor", "baseline")])
+def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, name, data_path, method):
     out = data.parent / name
     argv = flags(data, out) + ["--data_path", data_path]
-    stopped = train(argv, {"TINY_SIGNAL_AT_STEP": "6", "TINY_SIGNAL": name})
+    stopped = train(argv, {"TINY_SIGNAL_AT_STEP": "6", "TINY_SIGNAL": name}, method=method)
     assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr[-2000:]
     last = stopped.stderr.strip().splitlines()[-1]
     assert last.startswith(f"stopped: {name} at step 6") and "--resume auto" in last, last
     assert [p.name for p in checkpoint.complete_checkpoints(out / "checkpoints")] == ["step_00000006"]
     assert "Traceback" not in stopped.stderr
 
-    resumed = train(argv + ["--resume", "auto"])
+    resumed = train(argv + ["--resume", "auto"], method=method)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert metrics(out) == uninterrupted
+    assert metrics(out) == uninterrupted(method)
+
+
+def test_a_signal_during_evaluation_stops_there_and_the_resumed_run_evaluates(data, uninterrupted):
+    """SIGTERM at step 8, the epoch's last: the stop comes during the evaluation that follows;
+    the checkpoint says the evaluation is pending and the resumed run does it first."""
+    out = data.parent / "eval_stop"
+    stopped = train(flags(data, out), {"TINY_SIGNAL_AT_STEP": "8"})
+    assert stopped.returncode == 143 and "stopped: SIGTERM at step 8" in stopped.stderr, stopped.stderr[-2000:]
+    progress = json.loads((out / "checkpoints" / "step_00000008" / "progress.json").read_text())
+    assert progress["pending_eval"] and "eval/target_acc" not in progress["history"][-1]
+    resumed = train(flags(data, out, "--resume", "auto"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert metrics(out) == uninterrupted()
+
+
+def test_main_called_from_python_leaves_signal_handlers_alone(data, monkeypatch):
+    """Only the scripts turn SIGTERM into a checkpointed stop: inside pytest it still ends the suite."""
+    import dann.run
+
+    seen, real = [], dann.run.run
+    monkeypatch.setattr(dann.run, "run", lambda config, stop=None: seen.append(signal.getsignal(signal.SIGTERM))
+                        or real(config, stop))
+    before = signal.getsignal(signal.SIGTERM)
+    assert main("dann", flags(data, data.parent / "plain", "--epochs", "1")) == 0
+    assert seen == [before] and signal.getsignal(signal.SIGTERM) == before
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """The real command line (`dann.cli.main`) with a tiny backbone, for fast tests.
 
     python tests/tiny_train.py dann --backbone tiny --cpu --data_root ... --output_dir ...
+    python tests/tiny_train.py baseline --backbone tiny ...
 
 `register()` adds the plug-ins the way a user's own would be added: a ~10k-parameter
 backbone "tiny" (with dropout, so that restoring RNG states matters), and every method
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dann import plugins  # noqa: E402
 from dann.backbones import Backbone, InputSpec  # noqa: E402
-from dann.cli import main  # noqa: E402
+from dann.cli import script_main  # noqa: E402
 
 
 def tiny_backbone(num_classes: int, pretrained: str) -> Backbone:
@@ -55,10 +56,11 @@ def register(monkeypatch=None) -> None:
     """The tiny backbone and hooked methods in the registries (undone by `monkeypatch`, if given)."""
     set_item = monkeypatch.setitem if monkeypatch else dict.__setitem__
     set_item(plugins.BACKBONES, "tiny", tiny_backbone)
-    for name in ("baseline", "dann"):
+    for name in list(plugins.METHODS):
         set_item(plugins.METHODS, name, with_hooks(plugins.load(plugins.METHODS, name)))
 
 
 if __name__ == "__main__":
     register()
-    sys.exit(main(sys.argv[1], sys.argv[2:]))
+    script = sys.argv.pop(1)  # dann | baseline, then the flags
+    sys.exit(script_main(script))
