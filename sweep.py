@@ -1,37 +1,73 @@
-"""Run the sweeps in sweeps/ without a W&B server, choose the best configuration, report.
+"""Run the sweeps in sweeps/ without a W&B server, choose the best configuration, report;
+or the whole first homework in one command.
 
-    python sweep.py run sweeps/4C_dann_xdomain.yaml --out runs/sweeps/4C      # the grid, resumable
-    python sweep.py run sweeps/4C_dann_xdomain.yaml --out runs/sweeps/4C --gpus 0,1,2,3
+    python sweep.py homework --out runs/homework          # grids, best configs, finals, table
+    python sweep.py run sweeps/4C_dann_xdomain.yaml --out runs/sweeps/4C      # one grid, resumable
+    python sweep.py run sweeps/4C_dann_xdomain.yaml --out runs/sweeps/4C --gpus 0,1,2,3 --runs_per_gpu 4
     python sweep.py best runs/sweeps/4C --name 4D            # or: best ENTITY/PROJECT/SWEEP_ID
     python sweep.py report 3A=runs/final/3A 3B=runs/final/3B 4B=runs/final/4B 4D=runs/final/4D \\
         upper=runs/final/upper --out runs/report.md
 
-Arguments after `--` in `run` go to every training run (e.g. -- --cpu --max_steps 5).
+Arguments after `--` in `run` and `homework` go to every training run (e.g. -- --data_root
+/data/PACS); they are part of each run's identity, and `best` keeps them in the final command.
 """
 import argparse
+import os
 import shlex
 import sys
 
 from dann import report, sweeps
 from dann.errors import UserError
 
+GPU_RUNS = 4  # --runs_per_gpu default with GPUs: an estimate until benchmarks/bench_dann.py measures it
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use (CUDA_VISIBLE_DEVICES, else every device)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g for g in listed.split(",") if g.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def add_runner_flags(parser: argparse.ArgumentParser, gpus_default: str) -> None:
+    parser.add_argument("--gpus", default=gpus_default,
+                        help="comma-separated GPU ids; 'all': every visible GPU; '': the CPU (or one default GPU)")
+    parser.add_argument("--runs_per_gpu", type=int, default=0,
+                        help=f"concurrent runs on each GPU (0: {GPU_RUNS} with GPUs, 1 on the CPU)")
+    parser.add_argument("--wandb", default="offline", choices=("online", "offline", "off"),
+                        help="W&B mode of the runs ('off': --report_to=none)")
+
+
+def runner_settings(args) -> tuple[list[str] | None, int]:
+    gpus = visible_gpus() if args.gpus == "all" else [g for g in args.gpus.split(",") if g]
+    if args.runs_per_gpu < 0:
+        raise UserError(f"--runs_per_gpu must be >= 1 (or 0: automatic), got {args.runs_per_gpu}")
+    return gpus or None, args.runs_per_gpu or (GPU_RUNS if gpus else 1)
+
 
 def get_args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    hw = sub.add_parser("homework", help="the whole first homework: four grids, best configs, finals, table")
+    hw.add_argument("--out", default="runs/homework", help="the homework's folder (sweeps/, final/, report.md)")
+    hw.add_argument("--final_seeds", default="", help="seeds of the final runs (default 0,1,2,3,4; tiny: 0,1)")
+    hw.add_argument("--scale", default="full", choices=("full", "tiny"),
+                    help="'tiny': 2 points per grid, 2 steps at batch 8 on the CPU (a check of the pipeline)")
+    add_runner_flags(hw, "all")
     run = sub.add_parser("run", help="run a sweep YAML's grid locally; finished runs are skipped")
     run.add_argument("sweep", help="a W&B sweep YAML, e.g. sweeps/4C_dann_xdomain.yaml")
     run.add_argument("--out", required=True, help="the local sweep folder (runs, table.md)")
-    run.add_argument("--gpus", default="", help="comma-separated GPU ids: one run per GPU in parallel")
-    run.add_argument("--wandb", default="offline", choices=("online", "offline", "off"),
-                     help="W&B mode of the runs ('off': --report_to=none)")
+    add_runner_flags(run, "")
     run.add_argument("--launcher", default="sweep", choices=("sweep", "python"),
                      help="'sweep': the YAML's command (accelerate launch); 'python': python PROGRAM")
     run.add_argument("--max_runs", type=int, default=0, help="start at most this many runs (0: all)")
     best = sub.add_parser("best", help="best configuration of a sweep and the final run's command")
     best.add_argument("sweep", help="a local sweep folder or a W&B sweep path entity/project/sweep_id")
     best.add_argument("--target", default="art_painting", help="target domain of the final run")
-    best.add_argument("--seeds", default="0,1,2", help="seeds of the final run")
+    best.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the final run")
     best.add_argument("--name", default="", help="experiment name (e.g. 4B): W&B group and runs/final/NAME")
     rep = sub.add_parser("report", help="the comparison table from recorded runs")
     rep.add_argument("rows", nargs="+", metavar="NAME=SOURCE",
@@ -45,9 +81,16 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = get_args_parser().parse_args(argv[:split]), argv[split + 1:]
-    if args.command == "run":
-        rows = sweeps.run_local(args.sweep, args.out, extra, args.launcher,
-                                [g for g in args.gpus.split(",") if g] or None, args.wandb, args.max_runs)
+    if args.command == "homework":
+        from dann.homework import run_homework
+
+        gpus, per_gpu = runner_settings(args)
+        seeds = args.final_seeds or ("0,1" if args.scale == "tiny" else "0,1,2,3,4")
+        run_homework(args.out, gpus=gpus, runs_per_gpu=per_gpu, final_seeds=seeds, scale=args.scale,
+                     wandb_mode=args.wandb, extra=extra)
+    elif args.command == "run":
+        gpus, per_gpu = runner_settings(args)
+        rows = sweeps.run_local(args.sweep, args.out, extra, args.launcher, gpus, args.wandb, args.max_runs, per_gpu)
         count = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "pending")}
         print(f"{count['finished']} of {len(rows)} runs finished, {count['failed']} failed, "
               f"{count['pending']} left -> {args.out}/table.md")
@@ -58,7 +101,9 @@ def main(argv: list[str]) -> int:
               f"{config['metric']['name']}={chosen['metric']:.4f} ({chosen['key']})")
         for k, v in chosen["params"].items():
             print(f"  {k}: {v}")
-        command = sweeps.final_command(config, chosen["params"], args.target, args.seeds, args.name)
+        if chosen.get("extra"):
+            print(f"  (and, after --: {shlex.join(chosen['extra'])})")
+        command = sweeps.final_command(config, chosen, args.target, args.seeds, args.name)
         print("final run:\n  " + shlex.join(command))
     else:
         sources = dict(row.split("=", 1) if "=" in row else (row, row) for row in args.rows)
@@ -79,3 +124,6 @@ if __name__ == "__main__":
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt as e:  # SIGTERM / SIGINT: the runner stopped its runs
+        print(f"stopped: {e}" if str(e) else "stopped", file=sys.stderr)
+        sys.exit(130)

@@ -14,11 +14,17 @@ from dann.config import parse_config
 from dann.errors import UserError, is_main_process
 
 
-def exit_with_parent() -> None:
-    """Under `sweep.py run` (DANN_EXIT_WITH_PARENT=1): die with the process that started us,
-    however it ends, so that a killed runner never leaves a run writing behind it (Linux)."""
-    if os.environ.get("DANN_EXIT_WITH_PARENT") == "1" and sys.platform.startswith("linux"):
+def die_with_parent() -> None:
+    """Get a SIGTERM when the parent process ends, however it ends (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+
+
+def exit_with_parent() -> None:
+    """Under the sweep runner (DANN_EXIT_WITH_PARENT=1): stop with the process that started us
+    (a launcher), so that a killed runner never leaves a run writing behind it."""
+    if os.environ.get("DANN_EXIT_WITH_PARENT") == "1":
+        die_with_parent()
 
 
 def script_main(script: str) -> int:

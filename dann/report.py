@@ -7,6 +7,8 @@ best run), or W&B: wandb:entity/project/runs/ID or wandb:entity/project/sweeps/I
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 
@@ -21,15 +23,17 @@ EXPERIMENTS = {  # the seed's names -> what the row means
     "upper": "baseline trained on the labeled target domain (upper bound)",
 }
 COLUMNS = ["experiment", "description", "method", "source -> target", "target accuracy (%)", "seeds", "source"]
+# Rows: the mean over seeds, ± the sample standard deviation (no ± for a single seed).
 
 
 def _from_results(results: dict, origin: str) -> dict:
     config = results.get("config", {})
     method = results.get("method", config.get("method", "?"))
-    if config.get("train_on") == "target":
-        method += " (on target)"
+    source, target = config.get("source", "?"), config.get("target", "?")
+    if config.get("train_on") == "target":  # the upper bound: trained and tested on the target
+        method, source = method + " (on target)", target
     seeds = results.get("seeds") or [config.get("seed")]
-    return {"method": method, "domains": f"{config.get('source', '?')} -> {config.get('target', '?')}",
+    return {"method": method, "domains": f"{source} -> {target}",
             "mean": float(results["target_acc"]), "std": float(results.get("target_acc_std", 0.0)),
             "seeds": len(seeds) if isinstance(seeds, list) else int(seeds), "origin": origin}
 
@@ -39,8 +43,7 @@ def _wandb_run_results(path: str) -> dict:
 
     run = wandb.Api().run(path)
     summary = dict(run.summary)
-    return {**summary, "config": dict(run.config), "method": run.config.get("method")
-            or ("dann" if "alpha" in run.config else "baseline")}
+    return {**summary, "config": dict(run.config), "method": run.config.get("method", "?")}
 
 
 def load_row(source: str) -> dict:
@@ -70,9 +73,18 @@ def build_table(sources: dict[str, str]) -> list[list]:
     table = []
     for name, source in sources.items():
         row = load_row(source)
-        table.append([name, EXPERIMENTS.get(name, ""), row["method"], row["domains"],
-                      f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}", row["seeds"], row["origin"]])
+        accuracy = f"{100 * row['mean']:.2f}" + (f" ± {100 * row['std']:.2f}" if row["seeds"] > 1 else "")
+        table.append([name, EXPERIMENTS.get(name, ""), row["method"], row["domains"], accuracy,
+                      row["seeds"], row["origin"]])
     return table
+
+
+def to_csv(table: list[list]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(COLUMNS)
+    writer.writerows(table)
+    return buffer.getvalue()
 
 
 def to_markdown(table: list[list]) -> str:
@@ -81,11 +93,13 @@ def to_markdown(table: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def log_wandb_table(table: list[list], project: str, entity: str = "", name: str = "report") -> str:
-    """The table as a W&B Table in a run of its own; returns the run's folder."""
+def log_wandb_table(table: list[list], project: str, entity: str = "", name: str = "report",
+                    mode: str | None = None) -> str:
+    """The table as a W&B Table in a run of its own (mode: W&B's online/offline, default its
+    own setting); returns the run's folder."""
     import wandb
 
-    run = wandb.init(project=project, entity=entity or None, name=name, job_type="report")
+    run = wandb.init(project=project, entity=entity or None, name=name, job_type="report", mode=mode)
     run.log({"comparison": wandb.Table(columns=COLUMNS, data=[[str(c) for c in row] for row in table])})
     run.finish()
     return run.dir

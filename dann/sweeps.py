@@ -1,11 +1,12 @@
 """W&B sweep YAMLs without a W&B server: check a sweep config, expand its grid, run the grid
-locally (one run after another, or one per GPU), and pick the best configuration of a local
-sweep folder or of a W&B sweep, with the command for the final run.
+locally (dann/runner.py: K runs at a time per GPU), and pick the best configuration of a
+local sweep folder or of a W&B sweep, with the command for the final run.
 
-A local sweep folder holds sweep.yaml (the config it ran), runs/<key>/ per grid point
-(params.json, log.txt, status.json and the program's results.json) and table.md/table.csv.
-Runs start as argument lists (no shell); a finished run (results.json with the metric) is
-skipped when the runner is started again.
+A local sweep folder holds sweep.yaml (the config it ran), extra_args.json (the flags given
+after `--`, part of every run's identity), runs/<key>/ per grid point (params.json,
+log.txt, status.json and the program's results.json) and table.md/table.csv. Runs start as
+argument lists (no shell); a finished run (results.json with the metric) is skipped when
+the runner is started again.
 """
 from __future__ import annotations
 
@@ -13,16 +14,13 @@ import csv
 import hashlib
 import itertools
 import json
-import os
-import shlex
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
 
 from dann.errors import UserError
+from dann.runner import Job, Runner, read_metric, resolve_launcher, slots_for
 
 SWEEP_KEYS = {"program", "method", "metric", "parameters", "command", "name", "description",
               "project", "entity", "early_terminate", "run_cap", "job"}
@@ -79,9 +77,11 @@ def grid(config: dict) -> list[dict]:
     return [dict(zip(names, values)) for values in itertools.product(*choices)]
 
 
-def run_key(params: dict) -> str:
-    """A stable name for a grid point: the same parameters give the same folder on every rerun."""
-    return hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+def run_key(params: dict, extra: list[str] = ()) -> str:
+    """A stable name for a grid point and the flags given after `--`: the same run gets the
+    same folder on every rerun, and other extra flags make other runs."""
+    identity = {"params": params, "extra": list(extra)} if extra else params
+    return hashlib.sha1(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def flag_args(params: dict) -> list[str]:
@@ -102,89 +102,35 @@ def build_command(config: dict, params: dict, extra: list[str], launcher: str) -
 
 # ---------------------------------------------------------------------------- the local runner
 
-def read_metric(run_dir: Path, metric: str) -> float | None:
-    """The run's metric from its results.json; None if it has not finished."""
-    try:
-        value = json.loads((run_dir / "results.json").read_text())[metric]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return float(value)
-
-
-def _tail(path: Path, lines: int = 20) -> str:
-    """The last non-empty lines of a log (progress bars' carriage returns as line breaks)."""
-    try:
-        text = path.read_text(errors="replace").replace("\r", "\n")
-    except OSError:
-        return ""
-    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+def sweep_jobs(config: dict, out_dir: Path, extra: list[str], launcher: str, max_points: int = 0) -> list[Job]:
+    """One runner job per grid point (the first `max_points` if > 0), in <out_dir>/runs/<key>."""
+    points = grid(config)[:max_points or None]
+    return [Job(build_command(config, params, extra, launcher), out_dir / "runs" / run_key(params, extra),
+                config["metric"]["name"], {"params": params, "extra": list(extra)}) for params in points]
 
 
 def run_local(sweep_path: str | Path, out_dir: str | Path, extra: list[str] = (), launcher: str = "sweep",
-              gpus: list[str] | None = None, wandb_mode: str = "offline", max_runs: int = 0) -> list[dict]:
-    """Run every unfinished grid point of the sweep, len(gpus) at a time (one per GPU), and
-    write the table. A failed run is recorded with its error and the others go on.
-    wandb_mode: 'online' | 'offline' (WANDB_MODE for the runs) | 'off' (--report_to=none).
+              gpus: list[str] | None = None, wandb_mode: str = "offline", max_runs: int = 0,
+              runs_per_gpu: int = 1) -> list[dict]:
+    """Run every unfinished grid point of the sweep, `runs_per_gpu` at a time on each GPU (or
+    on the CPU), and write the table. A failed run is recorded with its error and the others
+    go on. wandb_mode: 'online' | 'offline' (WANDB_MODE for the runs) | 'off' (--report_to=none).
     max_runs > 0 stops after starting that many runs (a partial sweep, resumed next time)."""
     config = load_sweep(sweep_path)
     out_dir = Path(out_dir)
+    extra = list(extra) + (["--report_to=none"] if wandb_mode == "off" else [])
+    jobs = sweep_jobs(config, out_dir, extra, launcher)
+    for job in jobs:  # before any folder is made: a missing launcher is one clear error
+        resolve_launcher(job.command)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.yaml").write_text(Path(sweep_path).read_text())
-    metric = config["metric"]["name"]
-    extra = list(extra) + (["--report_to=none"] if wandb_mode == "off" else [])
-    todo = []
-    for params in grid(config):
-        run_dir = out_dir / "runs" / run_key(params)
-        if read_metric(run_dir, metric) is None:
-            todo.append((params, run_dir))
-        else:
-            print(f"skip {run_dir.name} (finished): {flag_args(params)}")
-    if max_runs:
-        todo = todo[:max_runs]
-    slots = {gpu: None for gpu in (gpus or [None])}
-    while todo or any(slots.values()):
-        for gpu, job in slots.items():
-            if job is not None and job[0].poll() is not None:
-                _record(job, metric)
-                slots[gpu] = job = None
-            if job is None and todo:
-                slots[gpu] = _start(config, *todo.pop(0), extra, launcher, gpu, wandb_mode)
-        time.sleep(0.2)
+    (out_dir / "extra_args.json").write_text(json.dumps(extra))
+    todo = [job for job in jobs if read_metric(job.run_dir, job.metric) is None]
+    Runner(slots_for(gpus, runs_per_gpu), wandb_mode).run(
+        [job for job in jobs if job not in todo] + (todo[:max_runs] if max_runs else todo))
     rows = collect_local(out_dir)[1]
     write_table(rows, out_dir, config)
     return rows
-
-
-def _start(config, params, run_dir: Path, extra, launcher, gpu, wandb_mode):
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "status.json").unlink(missing_ok=True)
-    (run_dir / "params.json").write_text(json.dumps(params, indent=2))
-    command = build_command(config, params, [*extra, f"--output_dir={run_dir}"], launcher)
-    (run_dir / "command.txt").write_text(shlex.join(command) + "\n")
-    env = dict(os.environ)
-    if wandb_mode in ("online", "offline"):
-        env["WANDB_MODE"] = wandb_mode
-    if gpu is not None:
-        env["CUDA_VISIBLE_DEVICES"] = gpu
-    print(f"start {run_dir.name}{'' if gpu is None else f' on GPU {gpu}'}: {shlex.join(command)}", flush=True)
-    log = open(run_dir / "log.txt", "w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-    return process, log, run_dir, time.time()
-
-
-def _record(job, metric: str) -> None:
-    process, log, run_dir, start = job
-    log.close()
-    value = read_metric(run_dir, metric)
-    status = {"status": "finished" if process.returncode == 0 and value is not None else "failed",
-              "returncode": process.returncode, "seconds": round(time.time() - start, 1)}
-    if status["status"] == "failed":
-        status["error"] = _tail(run_dir / "log.txt") or f"exit code {process.returncode}"
-        if process.returncode == 0:
-            status["error"] += f"\n(results.json has no {metric})"
-    (run_dir / "status.json").write_text(json.dumps(status, indent=2))
-    print(f"{status['status']} {run_dir.name}: {metric}={value}"
-          + (f" -- {status['error'].splitlines()[-1]}" if status["status"] == "failed" else ""), flush=True)
 
 
 def collect_local(out_dir: str | Path) -> tuple[dict, list[dict]]:
@@ -194,16 +140,18 @@ def collect_local(out_dir: str | Path) -> tuple[dict, list[dict]]:
         raise UserError(f"{out_dir} is not a local sweep folder (no sweep.yaml); run `sweep.py run` first")
     config = load_sweep(out_dir / "sweep.yaml")
     metric = config["metric"]["name"]
+    extra_file = out_dir / "extra_args.json"
+    extra = json.loads(extra_file.read_text()) if extra_file.is_file() else []
     rows = []
     for params in grid(config):
-        run_dir = out_dir / "runs" / run_key(params)
+        run_dir = out_dir / "runs" / run_key(params, extra)
         value = read_metric(run_dir, metric)
         try:
             status = json.loads((run_dir / "status.json").read_text())
         except (OSError, ValueError):
             status = {}
         state = "finished" if value is not None else status.get("status", "pending")
-        rows.append({"key": run_key(params), "status": state, "metric": value, "params": params,
+        rows.append({"key": run_dir.name, "status": state, "metric": value, "params": params, "extra": extra,
                      "error": status.get("error", "") if state == "failed" else "",
                      "results": str(run_dir / "results.json") if value is not None else ""})
     return config, rows
@@ -272,13 +220,15 @@ def best_run(config: dict, rows: list[dict]) -> dict:
     return max(done, key=lambda r: sign * r["metric"])
 
 
-def final_command(config: dict, params: dict, target: str, seeds: str, name: str) -> list[str]:
-    """The final run with the chosen hyperparameters: on `target`, over `seeds`, in its own
-    W&B group and output folder (what `sweep.py report` reads)."""
-    final = {k: v for k, v in params.items()
+def final_command(config: dict, chosen: dict, target: str, seeds: str, name: str,
+                  output_dir: str = "") -> list[str]:
+    """The final run of the chosen row (its parameters and the flags its sweep ran with after
+    `--`): on `target`, over `seeds`, in its own W&B group and output folder (what `sweep.py
+    report` reads; default runs/final/NAME)."""
+    final = {k: v for k, v in chosen["params"].items()
              if k not in ("target", "seed", "seeds", "output_dir", "run_name", "wandb_group")}
     final.update(target=target, seeds=seeds)
     if name:
-        final.update(wandb_group=name, run_name=name, output_dir=f"runs/final/{name}")
-    command = build_command(config, final, [], "sweep")
+        final.update(wandb_group=name, run_name=name, output_dir=output_dir or f"runs/final/{name}")
+    command = build_command(config, final, chosen.get("extra", []), "sweep")
     return ["python" if part == sys.executable else part for part in command]  # as a user types it

@@ -29,7 +29,9 @@ def test_there_is_a_sweep_per_experiment():
 def test_sweep_yaml_is_valid_and_its_parameters_are_flags(path):
     config = sweeps.load_sweep(path)
     assert sweeps.check_sweep(config) == []
-    assert config["command"][:5] == ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "${program}"]
+    assert config["command"][:6] == ["accelerate", "launch", "--quiet", "--config_file", "accelerate_config.yaml",
+                                     "${program}"]
+    assert config["project"] == "dann-pacs" and config["parameters"]["batch_scope"] == {"value": "global"}
     method = sweeps.METHOD_OF_PROGRAM[config["program"]]
     flags = {a.dest for a in get_args_parser(method)._actions}
     assert set(config["parameters"]) <= flags, set(config["parameters"]) - flags
@@ -63,9 +65,11 @@ def test_an_unknown_parameter_is_not_a_flag():
 # ---------------------------------------------------------------------------- the local runner
 
 FAKE_PROGRAM = '''
-import json, sys, time
+import json, os, sys, time
 from pathlib import Path
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+Path(args["output_dir"]).mkdir(parents=True, exist_ok=True)
+Path(args["output_dir"], "pid.txt").write_text(str(os.getpid()))
 time.sleep(float(args.get("sleep", 0)))
 if args["lr"] == "0.666":
     sys.exit("boom: lr 0.666 diverged")
@@ -80,7 +84,8 @@ def fake_sweep(tmp_path: Path, lrs, sleep: float = 0.0) -> Path:
     config = {"program": "train_baseline.py", "method": "grid", "metric": {"name": "target_acc", "goal": "maximize"},
               "parameters": {"target": {"value": "art_painting"}, "seed": {"value": 0},
                              "lr": {"values": lrs}, "sleep": {"value": sleep}},
-              "command": ["accelerate", "launch", "--config_file", "accelerate_config.yaml", "${program}", "${args}"]}
+              "command": ["accelerate", "launch", "--quiet", "--config_file", str(ROOT / "accelerate_config.yaml"),
+                          "${program}", "${args}"]}
     path = tmp_path / "fake.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -91,26 +96,43 @@ def sweep_cli(*args, cwd, env=None, **kwargs):
                           text=True, env=env or clean_env(Path(cwd)), timeout=120, **kwargs)
 
 
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has ended
+
+
 def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
+    """Killed by its PID alone (SIGKILL: no handler runs), the runner takes its running
+    training with it; started again, it runs only what is left."""
     path = fake_sweep(tmp_path, [0.1, 0.666, 0.3, 0.2], sleep=0.6)
     command = [sys.executable, str(ROOT / "sweep.py"), "run", str(path), "--out", "out",
                "--launcher", "python", "--wandb", "off"]
     runner = subprocess.Popen(command, cwd=tmp_path, env=clean_env(tmp_path), start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = tmp_path / "out" / "runs" / sweeps.run_key(sweeps.grid(sweeps.load_sweep(path))[0]) / "results.json"
+    keys = [job.run_dir.name for job in sweeps.sweep_jobs(sweeps.load_sweep(path), tmp_path / "out",
+                                                             ["--report_to=none"], "python")]
+    first, second = (tmp_path / "out" / "runs" / key for key in keys[:2])
     deadline = time.time() + 60
-    while not first.exists() and time.time() < deadline:
+    while not (first / "results.json").exists() or not (second / "pid.txt").exists():
+        assert time.time() < deadline and runner.poll() is None
         time.sleep(0.05)
-    os.killpg(runner.pid, signal.SIGKILL)  # the runner and the run it started
+    runner.kill()  # the runner only, by its PID
     runner.wait()
-    assert first.exists()
-    finished_at = first.stat().st_mtime_ns
+    child = int((second / "pid.txt").read_text())
+    deadline = time.time() + 10
+    while alive(child) and time.time() < deadline:
+        time.sleep(0.05)
+    assert not alive(child), "the run outlived the runner that started it"
+    finished_at = (first / "results.json").stat().st_mtime_ns
     done = [p for p in (tmp_path / "out" / "runs").glob("*/results.json")]
-    assert 1 <= len(done) < 3, "killed before the end"
+    assert len(done) == 1, "killed before the end"
 
     proc = sweep_cli("run", str(path), "--out", "out", "--launcher", "python", "--wandb", "off", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.count("skip ") == len(done) and first.stat().st_mtime_ns == finished_at
+    assert proc.stdout.count("skip ") == 1 and (first / "results.json").stat().st_mtime_ns == finished_at
     assert "3 of 4 runs finished, 1 failed, 0 left" in proc.stdout
     config, rows = sweeps.collect_local(tmp_path / "out")
     failed = [r for r in rows if r["status"] == "failed"]
@@ -125,6 +147,32 @@ def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
     assert again.stdout.count("skip ") == 3, "finished runs are skipped; the failed one is retried"
 
 
+def test_flags_after_the_separator_are_part_of_a_run_and_of_the_final_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = fake_sweep(tmp_path, [0.1, 0.2])
+    sweeps.run_local(path, tmp_path / "out", ["--augment=true"], launcher="python", wandb_mode="off")
+    rows = sweeps.run_local(path, tmp_path / "out", ["--augment=false"], launcher="python", wandb_mode="off")
+    assert len(list((tmp_path / "out" / "runs").iterdir())) == 4  # two settings, two sets of runs
+    assert all(r["extra"] == ["--augment=false", "--report_to=none"] for r in rows)
+    proc = sweep_cli("best", "out", "--name", "4B", cwd=tmp_path)
+    assert "--augment=false" in proc.stdout.split("final run:")[1] and "(and, after --:" in proc.stdout
+
+
+def test_the_sweep_launcher_needs_no_path_and_a_missing_one_makes_no_folder(tmp_path):
+    path = fake_sweep(tmp_path, [0.5])
+    env = clean_env(tmp_path, PATH="/nonexistent")  # no accelerate, no python on PATH
+    proc = sweep_cli("run", str(path), "--out", "out", "--wandb", "off", cwd=tmp_path, env=env)
+    assert proc.returncode == 0 and "1 of 1 runs finished" in proc.stdout, proc.stdout + proc.stderr
+    assert "-m accelerate.commands.launch --quiet" in proc.stdout
+
+    config = yaml.safe_load(path.read_text())
+    config["command"][0] = "no-such-launcher"
+    path.write_text(yaml.safe_dump(config))
+    proc = sweep_cli("run", str(path), "--out", "other", "--wandb", "off", cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.startswith("error: the sweep's command starts with 'no-such-launcher'")
+    assert not (tmp_path / "other").exists()
+
+
 def test_best_prints_the_config_and_the_final_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the runs start in the current folder: the stand-in program
     path = fake_sweep(tmp_path, [0.1, 0.3, 0.2])
@@ -133,8 +181,8 @@ def test_best_prints_the_config_and_the_final_command(tmp_path, monkeypatch):
     assert proc.returncode == 0, proc.stderr
     assert "target_acc=0.3000" in proc.stdout and "lr: 0.3" in proc.stdout
     final = proc.stdout.split("final run:\n")[1].strip()
-    assert final.startswith("accelerate launch --config_file accelerate_config.yaml train_baseline.py")
-    assert "--lr=0.3" in final and "--target=art_painting" in final and "--seeds=0,1,2" in final
+    assert final.startswith(f"accelerate launch --quiet --config_file {ROOT / 'accelerate_config.yaml'} train_baseline.py")
+    assert "--lr=0.3" in final and "--target=art_painting" in final and "--seeds=0,1,2,3,4" in final
     assert "--seed=" not in final and "--wandb_group=4B" in final and "--output_dir=runs/final/4B" in final
     missing = sweep_cli("best", "nowhere", cwd=tmp_path)
     assert missing.returncode == 1 and missing.stderr.startswith("error: nowhere is neither")
@@ -184,12 +232,13 @@ def test_report_renders_the_comparison_table(tmp_path, monkeypatch):
     assert lines[0].startswith("| experiment | description | method")
     assert "| 3A | baseline, hyperparameters tuned on the target (test) domain | baseline | photo -> art_painting " \
            "| 52.00 ± 2.00 | 3 |" in markdown
-    assert "| 3B |" in markdown and "55.00 ± 0.00 | 1 |" in markdown
+    assert "| 3B |" in markdown and "| 55.00 | 1 |" in markdown  # one seed: no spread to show
     assert "| 4D | DANN, hyperparameters by cross-domain validation (cartoon, sketch) | dann |" in markdown
     assert "51.00 ± 2.83 | 2 |" in markdown
-    assert "| upper | baseline trained on the labeled target domain (upper bound) | baseline (on target) |" in markdown
+    assert "| upper | baseline trained on the labeled target domain (upper bound) | baseline (on target) " \
+           "| art_painting -> art_painting |" in markdown
     assert "96.00 ± 1.41" in markdown
-    assert "| swept |" in markdown and "40.00 ± 0.00" in markdown and "(best run)" in markdown
+    assert "| swept |" in markdown and "| 40.00 | 1 |" in markdown and "(best run)" in markdown
 
     proc = sweep_cli("report", f"4B={rows['4B']}", "--out", "report.md", cwd=tmp_path)
     assert proc.returncode == 0 and "49.00 ± 1.41" in (tmp_path / "report.md").read_text()

@@ -1,0 +1,172 @@
+"""The local runner: training runs as child processes, K at a time on each GPU (or the CPU).
+
+The runner owns its children: each starts in its own process group with a parent-death
+signal, so that killing the runner (SIGTERM, SIGINT, even SIGKILL) stops every run it
+started; a SIGTERM reaches the training script, which checkpoints (runs are started with
+--resume auto, so the next runner continues them). A job's folder holds command.txt,
+log.txt, status.json and the program's results.json; a job is done when results.json holds
+its metric. Launchers start through this interpreter (`python -m accelerate.commands.launch`),
+never through PATH.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dann.cli import die_with_parent
+from dann.errors import UserError
+
+# Launchers a command may start with, and how this interpreter runs them.
+LAUNCHERS = {"accelerate": (["-m", "accelerate.commands.launch"], "accelerate", 2),  # drops "launch"
+             "torchrun": (["-m", "torch.distributed.run"], "torch", 1),
+             "python": ([], None, 1), "python3": ([], None, 1)}
+
+
+@dataclass
+class Job:
+    command: list[str]  # without --output_dir / --resume: the runner adds them
+    run_dir: Path
+    metric: str  # results.json key that marks the run finished
+    params: dict = field(default_factory=dict)  # what params.json records
+
+
+def resolve_launcher(command: list[str]) -> list[str]:
+    """`accelerate launch ...`, `torchrun ...`, `python ...` through sys.executable; a missing
+    launcher module or program is one UserError (before any folder is made)."""
+    head = command[0]
+    if head in LAUNCHERS:
+        prefix, module, drop = LAUNCHERS[head]
+        if module and importlib.util.find_spec(module) is None:
+            raise UserError(f"the sweep's command starts with {head}, but the {module} package is not "
+                            f"installed for {sys.executable}; pip install -r requirements.txt")
+        return [sys.executable, *prefix, *command[drop:]]
+    if Path(head).name == Path(sys.executable).name or head == sys.executable:
+        return command
+    if shutil.which(head) is None:
+        raise UserError(f"the sweep's command starts with {head!r}, which is not found on PATH; "
+                        f"use accelerate, torchrun or python")
+    return command
+
+
+def _wait_group(process: subprocess.Popen, deadline: float) -> bool:
+    """Wait until the child and everything in its process group (a launcher's workers) ended."""
+    while time.time() < deadline:
+        process.poll()
+        try:
+            os.killpg(process.pid, 0)  # anyone left in the group?
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def read_metric(run_dir: Path, metric: str) -> float | None:
+    """The run's metric from its results.json; None if it has not finished."""
+    try:
+        value = json.loads((run_dir / "results.json").read_text())[metric]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return float(value)
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last non-empty lines of a log (progress bars' carriage returns as line breaks)."""
+    try:
+        text = path.read_text(errors="replace").replace("\r", "\n")
+    except OSError:
+        return ""
+    return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+
+
+def slots_for(gpus: list[str] | None, runs_per_gpu: int) -> list[str | None]:
+    """One slot per concurrent run: K per GPU id, or K on the CPU (None) without GPUs."""
+    return [gpu for gpu in (gpus or [None]) for _ in range(runs_per_gpu)]
+
+
+class Runner:
+    """Runs jobs in slots until all are done; stops every child when it is stopped itself."""
+
+    def __init__(self, slots: list[str | None], wandb_mode: str = "offline"):
+        self.slots, self.wandb_mode = slots, wandb_mode
+        self.running: dict[int, tuple] = {}  # slot index -> (process, log, job, start time)
+
+    def run(self, jobs: list[Job]) -> None:
+        todo = [job for job in jobs if read_metric(job.run_dir, job.metric) is None]
+        for job in jobs:
+            if job not in todo:
+                print(f"skip {job.run_dir.name} (finished)", flush=True)
+        for job in todo:  # a missing launcher fails before any folder is made
+            job.command = resolve_launcher(job.command)
+        previous = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            while todo or self.running:
+                for i, slot in enumerate(self.slots):
+                    entry = self.running.get(i)
+                    if entry is not None and entry[0].poll() is not None:
+                        self._record(*entry)
+                        del self.running[i]
+                    if i not in self.running and todo:
+                        self.running[i] = self._start(todo.pop(0), slot)
+                time.sleep(0.2)
+        finally:
+            self._terminate_all()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _stop(self, signum, frame):
+        raise KeyboardInterrupt(f"{signal.Signals(signum).name}: the runs were stopped; start the runner "
+                                f"again to continue them")
+
+    def _terminate_all(self) -> None:
+        """SIGTERM to every child's process group (the training scripts checkpoint), then SIGKILL."""
+        for process, log, job, _ in self.running.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.time() + 60  # time to save a checkpoint
+        for process, log, job, _ in self.running.values():
+            if not _wait_group(process, deadline):
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+            log.close()
+        self.running.clear()
+
+    def _start(self, job: Job, slot: str | None):
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        (job.run_dir / "status.json").unlink(missing_ok=True)
+        (job.run_dir / "params.json").write_text(json.dumps(job.params, indent=2))
+        command = [*job.command, f"--output_dir={job.run_dir}", "--resume=auto"]
+        (job.run_dir / "command.txt").write_text(shlex.join(command) + "\n")
+        env = {**os.environ, "DANN_EXIT_WITH_PARENT": "1"}
+        if self.wandb_mode in ("online", "offline"):
+            env["WANDB_MODE"] = self.wandb_mode
+        if slot is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot
+        where = "" if slot is None else f" on GPU {slot}"
+        print(f"start {job.run_dir.name}{where}: {shlex.join(command)}", flush=True)
+        log = open(job.run_dir / "log.txt", "a")
+        # Own process group: the runner stops the whole tree (a launcher and its workers).
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                   start_new_session=True, preexec_fn=die_with_parent)
+        return process, log, job, time.time()
+
+    def _record(self, process, log, job: Job, start: float) -> None:
+        log.close()
+        value = read_metric(job.run_dir, job.metric)
+        status = {"status": "finished" if process.returncode == 0 and value is not None else "failed",
+                  "returncode": process.returncode, "seconds": round(time.time() - start, 1)}
+        if status["status"] == "failed":
+            status["error"] = tail(job.run_dir / "log.txt") or f"exit code {process.returncode}"
+            if process.returncode == 0:
+                status["error"] += f"\n(results.json has no {job.metric})"
+        (job.run_dir / "status.json").write_text(json.dumps(status, indent=2))
+        print(f"{status['status']} {job.run_dir.name}: {job.metric}={value}"
+              + (f" -- {status['error'].splitlines()[-1]}" if status["status"] == "failed" else ""), flush=True)

@@ -1,0 +1,61 @@
+"""The whole first homework from one command, at --scale tiny on a tiny PACS: stopped midway
+by a SIGTERM to the runner's PID, started again, it redoes only the unfinished runs and
+writes the report table."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, write_tiny_pacs
+from train_helpers import clean_env
+
+ROWS = ("3A", "3B", "4B", "4D", "upper")
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
+
+
+@pytest.mark.slow
+def test_tiny_homework_stops_with_its_runs_restarts_and_reports(tmp_path):
+    data = write_tiny_pacs(tmp_path / "PACS", domains=("photo", "art_painting", "cartoon", "sketch"))
+    out = tmp_path / "homework"
+    command = [sys.executable, str(ROOT / "sweep.py"), "homework", "--out", str(out), "--scale", "tiny",
+               "--wandb", "off", "--runs_per_gpu", "2", "--", f"--data_root={data}", f"--cache_dir={tmp_path / 'cache'}"]
+    env = clean_env(tmp_path)
+    runner = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while len(list(out.glob("sweeps/*/runs/*/results.json"))) < 2:
+        assert time.time() < deadline and runner.poll() is None, runner.communicate()
+        time.sleep(0.2)
+    runner.send_signal(signal.SIGTERM)  # `kill PID`, as a user stops it
+    _, stderr = runner.communicate(timeout=120)
+    assert runner.returncode == 130 and stderr.strip().splitlines()[-1].startswith("stopped: SIGTERM"), stderr
+    pids = [int(lock.read_text()) for lock in out.glob("sweeps/*/runs/*/.lock") if lock.read_text().strip()]
+    assert pids and not [pid for pid in pids if alive(pid)], "a run outlived the runner"
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("sweeps/*/runs/*/results.json")}
+    assert 2 <= len(finished) < 8
+
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skip ") == len(finished)
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items()), "a finished run was redone"
+    table = (out / "report.md").read_text()
+    for row in ROWS:
+        assert f"| {row} |" in table, row
+    assert "| art_painting -> art_painting |" in table  # the upper bound trained on the target
+    upper = json.loads((out / "final" / "upper" / "results.json").read_text())
+    assert upper["config"]["train_on"] == "target" and upper["seeds"] == [0, 1]
+    chosen = json.loads((out / "final" / "4D" / "params.json").read_text())
+    assert chosen["from"].startswith("4C: ")  # 4D's configuration came from the cross-domain sweep
+    assert (out / "report.csv").read_text().count("\n") == 1 + len(ROWS)
