@@ -1,19 +1,25 @@
-"""Speed of DANN on PACS (photo -> art_painting): the two data paths against the GPU floor.
+"""Speed of DANN on PACS (photo -> art_painting): the two data paths against the GPU floor,
+the step with and without a host sync, and K concurrent runs on one GPU.
 
-    python benchmarks/bench_dann.py --data_root ../shared/data/PACS    # full (an H100: ~3 min)
-    python benchmarks/bench_dann.py --tiny                            # CPU smoke run (CI, <1 min)
+    python benchmarks/bench_dann.py --data_root ../shared/data/PACS    # full (an H100: ~5 min)
+    python benchmarks/bench_dann.py --data_root ../shared/data/PACS --homework   # + the whole homework
+    python benchmarks/bench_dann.py --tiny                            # CPU smoke run (CI, ~1 min)
 
-Cases, all through the project's own code (`load_domains`, `build_model`, `fit`, `dann_step`):
+Cases, all through the project's own code (`datasets.load_splits`, `methods.build`, `fit`):
 (a) DataLoader path, batch 64, fp32; (b) tensor path, same settings; (c) tensor path at the
-default settings (bf16 + channels_last on GPUs); floor: `dann_step` + backward + SGD step on
-batches already on the device, settings of (c). Also timed: the first decode of all four domains
-(cold cache) and a whole `train_dann.py` run with a warm cache, with and without --compile on CUDA.
+default settings (bf16 + channels_last on GPUs); floor: the DANN step + backward + SGD step on
+batches already on the device, settings of (c); sync: the floor's step as fit runs it (no host
+sync) and with the former per-step sync (a non-finite check read on the host every step).
+Also timed: the first decode of all four domains (cold cache), a whole `train_dann.py` run with
+a warm cache (with and without --compile on CUDA), K = 1, 2, 4 such runs at once on one device
+(aggregate images/s), and with --homework `sweep.py homework` at full scale.
 Prints a Markdown table and writes it, with every number, to <out>/bench_dann.json.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import gc
 import json
 import os
@@ -40,9 +46,9 @@ from dann.config import TrainConfig  # noqa: E402
 from dann.datasets import folder as pacs  # noqa: E402
 from dann.datasets.pacs import DOMAINS  # noqa: E402
 from dann.run import make_accelerator, use_channels_last  # noqa: E402
-from dann.train import fit  # noqa: E402
+from dann.train import NonFiniteGuard, fit, make_optimizer  # noqa: E402
 
-TARGETS = {"b_vs_a": 20.0, "c_vs_floor": 1.5, "full_run_s": 10.0, "decode_s": 5.0}
+TARGETS = {"b_vs_a": 20.0, "c_vs_floor": 1.5, "full_run_s": 10.0, "decode_s": 5.0, "homework_min": 20.0}
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -111,23 +117,32 @@ def fresh_accelerator(config: TrainConfig):
     return make_accelerator(config)
 
 
+def build(config: TrainConfig, accelerator):
+    """What `dann.run` builds from flags: the method (seeded) and the split, on this device."""
+    set_seed(config.seed)
+    dataset = datasets.build(config)
+    datasets.check_domains(dataset, config)
+    model = methods.build(config, len(dataset.classes([config.source, config.target])))
+    channels_last = use_channels_last(config, accelerator.device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    splits, info = datasets.load_splits(dataset, config, model.input_spec, device=accelerator.device, rank=0,
+                                        world=1, channels_last=channels_last, workers=config.num_workers)
+    return model, splits[config.target], info["data_path"], channels_last
+
+
 def train_case(config: TrainConfig, warmup: int, log) -> dict:
     """Train DANN as `run` does and time every epoch after the first `warmup` ones."""
     accelerator = fresh_accelerator(config)
     device = accelerator.device
-    set_seed(config.seed)
-    channels_last = use_channels_last(config, device)
     with PeakMemory(device) as memory:
-        domains, data_path, classes, _ = load_domains(
-            config, [config.source, config.target], accelerator, channels_last)
-        model = build_model(config.pretrained, len(classes))
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
+        model, split, data_path, channels_last = build(config, accelerator)
         marks = []
-        source = Timed(domains[config.source], marks, device, train=True)
-        target = Timed(domains[config.target], marks, device, train=False)
+        source = Timed(split.train, marks, device, train=True)
+        target = Timed(split.test, marks, device, train=False)
+        timed = dataclasses.replace(split, train=source, test=target, target=split.target)
         with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # epoch lines, tqdm
-            results = fit(config, "dann", accelerator, model, source, target)
+            model, results = fit(config, model, accelerator, timed)
         sync(device)
         marks.append(("train", time.perf_counter()))  # the end of the last epoch
     starts = [t for kind, t in marks if kind == "train"]
@@ -136,7 +151,7 @@ def train_case(config: TrainConfig, warmup: int, log) -> dict:
     train_s = (np.array(evals) - np.array(starts[:-1]))[warmup:]
     steps = source.steps_per_epoch()
     images = 2 * config.batch_size * steps  # source + target images per epoch
-    del results, model, domains, source, target
+    del results, model, split, source, target, timed
     accelerator.free_memory()
     return {"data_path": data_path, "mixed_precision": accelerator.mixed_precision,
             "channels_last": channels_last, "compile": config.compile,
@@ -145,12 +160,13 @@ def train_case(config: TrainConfig, warmup: int, log) -> dict:
             "images_per_s": images / float(np.median(train_s)), "peak_memory": memory.peak}
 
 
-def floor_case(config: TrainConfig, steps_per_epoch: int, eval_images: int,
-               warmup: int, steps: int) -> dict:
+def floor_case(config: TrainConfig, steps_per_epoch: int, eval_images: int, warmup: int, steps: int) -> dict:
     """The DANN step on batches already on the device: no decode, no crop, no index.
 
     Its epoch is `steps_per_epoch` steps plus a forward pass over `eval_images`, the work of
-    one `fit` epoch; the same Accelerate preparation (autocast, channels_last) as `train_case`.
+    one `fit` epoch; the same Accelerate preparation (autocast, channels_last), fused SGD
+    and NonFiniteGuard as `fit`. Also returns the step's speed with the former per-step host
+    sync (the non-finite flag read on the host after every step), for the sync case.
     """
     accelerator = fresh_accelerator(config)
     device = accelerator.device
@@ -158,30 +174,35 @@ def floor_case(config: TrainConfig, steps_per_epoch: int, eval_images: int,
     channels_last = use_channels_last(config, device)
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     with PeakMemory(device) as memory:
-        model = build_model(config.pretrained, 7).to(memory_format=memory_format)
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
-                                    weight_decay=config.weight_decay)
+        model = methods.build(config, 7).to(memory_format=memory_format)
+        optimizer = make_optimizer(model, config)
         model, optimizer = accelerator.prepare(model, optimizer)
+        guard = NonFiniteGuard(accelerator, optimizer, 0)
         b = config.batch_size
         x_s, x_t = (torch.randn(b, 3, 224, 224, device=device).contiguous(memory_format=memory_format)
                     for _ in range(2))
         y_s = torch.randint(0, 7, (b,), device=device)
 
-        def step():
-            loss, _ = dann_step(model, x_s, y_s, x_t, config.alpha)
+        def step(host_sync: bool):
+            loss, _ = model(x_s, y_s, x_t, 0.5)
+            guard.before_update(loss)
+            if host_sync:  # what the loop did before: read the flag on the host every step
+                guard.raise_if_bad()
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
             optimizer.step()
 
-        for _ in range(warmup):
-            step()
-        sync(device)
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync(device)
-        step_s = (time.perf_counter() - start) / steps
+        def steps_per_second(host_sync: bool) -> float:
+            for _ in range(warmup):
+                step(host_sync)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                step(host_sync)
+            sync(device)
+            return steps / (time.perf_counter() - start)
 
+        no_sync, with_sync = steps_per_second(False), steps_per_second(True)
         model.eval()
         with torch.no_grad():
             for _ in range(warmup):
@@ -197,8 +218,9 @@ def floor_case(config: TrainConfig, steps_per_epoch: int, eval_images: int,
     eval_s = -(-eval_images // b) * eval_batch_s
     return {"mixed_precision": accelerator.mixed_precision, "channels_last": channels_last,
             "batch_size": b, "steps_per_epoch": steps_per_epoch,
-            "s_per_epoch": steps_per_epoch * step_s + eval_s, "train_s_per_epoch": steps_per_epoch * step_s,
-            "images_per_s": 2 * b / step_s, "peak_memory": memory.peak}
+            "s_per_epoch": steps_per_epoch / no_sync + eval_s, "train_s_per_epoch": steps_per_epoch / no_sync,
+            "images_per_s": 2 * b * no_sync, "peak_memory": memory.peak,
+            "steps_per_s": no_sync, "steps_per_s_host_sync": with_sync}
 
 
 def decode_case(data_root: Path, cache_dir: Path, workers: int) -> dict:
@@ -234,6 +256,42 @@ def full_run_case(args, cache_dir: Path, out: Path, compile: bool) -> dict:
             "target_acc": results["target_acc"]}
 
 
+def concurrent_case(args, cache_dir: Path, out: Path, k: int) -> dict:
+    """K `train_dann.py` runs started together on this one device (as `sweep.py --runs_per_gpu K`
+    places them): aggregate training images per second over the wall time of all K."""
+    commands, folders = [], []
+    for i in range(k):
+        folder = out / f"concurrent_{k}" / f"run{i}"
+        folders.append(folder)
+        commands.append([sys.executable, str(ROOT / "train_dann.py"), "--data_root", str(args.data_root),
+                         "--cache_dir", str(cache_dir), "--source", args.source, "--target", args.target,
+                         "--pretrained", "none", "--epochs", str(args.concurrent_epochs), "--no-tsne",
+                         "--batch_size", str(args.batch_size), "--seed", str(i), "--output_dir", str(folder)])
+    start = time.perf_counter()
+    processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
+    errors = [p.communicate()[1] for p in processes]
+    wall = time.perf_counter() - start
+    if any(p.returncode for p in processes):
+        raise SystemExit(f"a concurrent run failed: {next(e for p, e in zip(processes, errors) if p.returncode)[-2000:]}")
+    results = [json.loads((f / "results.json").read_text()) for f in folders]
+    images = sum(2 * r["per_process_batch"] * r["steps"] for r in results)
+    return {"k": k, "epochs": args.concurrent_epochs, "wall_s": wall, "images": images,
+            "images_per_s": images / wall, "train_s": [r["train_seconds"] for r in results]}
+
+
+def homework_case(out: Path, data_root: Path, cache_dir: Path) -> dict:
+    """`sweep.py homework` at full scale on every visible GPU, timed from outside."""
+    command = [sys.executable, str(ROOT / "sweep.py"), "homework", "--out", str(out / "homework"), "--wandb", "off",
+               "--", f"--data_root={data_root}", f"--cache_dir={cache_dir}", "--pretrained=none"]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    (out / "homework.log").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise SystemExit(f"the homework failed (exit {done.returncode}); see {out / 'homework.log'}")
+    return {"command": " ".join(command[1:]), "wall_s": wall}
+
+
 # ---------------------------------------------------------------------------- reporting
 
 def table(report: dict) -> str:
@@ -246,6 +304,14 @@ def table(report: dict) -> str:
                     f"| {c['channels_last']} | {c.get('compile', False)} | {c['batch_size']} "
                     f"| {c['images_per_s']:,.0f} | {c['s_per_epoch']:.3f} | {c['train_s_per_epoch']:.3f} "
                     f"| {c['peak_memory'] / 2**20:,.0f} MiB |")
+    floor = cases["floor"]
+    rows += ["", "| step (floor's batches) | steps/s |", "|---|---|",
+             f"| as fit runs it: no host sync, non-finite loss skipped on the device | {floor['steps_per_s']:,.1f} |",
+             f"| with the former per-step host sync | {floor['steps_per_s_host_sync']:,.1f} |"]
+    if report["concurrent"]:
+        rows += ["", f"| concurrent {report['concurrent'][0]['epochs']}-epoch runs on one device | wall s "
+                     f"| aggregate images/s |", "|---|---|---|"]
+        rows += [f"| K = {c['k']} | {c['wall_s']:.1f} | {c['images_per_s']:,.0f} |" for c in report["concurrent"]]
     rows += ["", "| measure | value | target | met |", "|---|---|---|---|"]
     for r in report["checks"]:
         met = "yes" if r["met"] else "no"
@@ -269,6 +335,10 @@ def checks(report: dict) -> list[dict]:
     out.append({"name": f"first decode, 4 domains, {d['workers']} processes",
                 "value": f"{d['seconds']:.2f} s ({d['images_per_s']:,.0f} images/s)",
                 "target": f"< {TARGETS['decode_s']:.0f} s", "met": d["seconds"] < TARGETS["decode_s"]})
+    if report.get("homework"):
+        h = report["homework"]
+        out.append({"name": "sweep.py homework, full scale (wall)", "value": f"{h['wall_s'] / 60:.1f} min",
+                    "target": f"< {TARGETS['homework_min']:.0f} min", "met": h["wall_s"] / 60 < TARGETS["homework_min"]})
     for run in report["full_runs"]:
         out.append({"name": f"{run['epochs']}-epoch train_dann.py, warm cache"
                             f"{', --compile' if run['compile'] else ''} (wall, process start included)",
@@ -312,6 +382,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--full_epochs", type=int, default=30)
     parser.add_argument("--full_run", action=argparse.BooleanOptionalAction, default=True,
                         help="time a whole train_dann.py run (and one with --compile on CUDA)")
+    parser.add_argument("--concurrent", default="1,2,4", help="K values: K train_dann.py runs at once ('': skip)")
+    parser.add_argument("--concurrent_epochs", type=int, default=5, help="epochs of each concurrent run")
+    parser.add_argument("--homework", action="store_true",
+                        help="also time `sweep.py homework` at full scale (about 20 minutes on an H100)")
     return parser
 
 
@@ -324,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.data_root = str(write_tiny_pacs(out / "tiny_pacs", per_class=1))
         args.batch_size, args.large_batch, args.epochs, args.warmup_epochs = 2, 0, 1, 0
         args.floor_steps, args.floor_warmup, args.full_epochs, args.loader_workers = 1, 0, 1, 2
-        args.decode_workers = min(args.decode_workers, 2)
+        args.decode_workers, args.concurrent, args.concurrent_epochs = min(args.decode_workers, 2), "1,2", 1
     data_root = Path(args.data_root)
     cache_dir = out / "decode_cache"
     shutil.rmtree(cache_dir, ignore_errors=True)  # empty: the decode below is a first decode
@@ -332,7 +406,7 @@ def main(argv: list[str] | None = None) -> dict:
     report = {"command": " ".join([Path(sys.argv[0]).name] + (sys.argv[1:] if argv is None else argv)),
               "tiny": args.tiny, "device": torch.cuda.get_device_name() if cuda else "cpu",
               "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
-              "cases": {}, "full_runs": []}
+              "cases": {}, "full_runs": [], "concurrent": []}
     if cuda:
         report["device"] = f"cuda: {report['device']}"
     print(f"benchmark: {report['device']}, {os.cpu_count()} CPUs, torch {torch.__version__} -> {out}",
@@ -341,7 +415,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["decode"] = decode_case(data_root, cache_dir, args.decode_workers)
     base = dict(source=args.source, target=args.target, data_root=str(data_root), cache_dir=str(cache_dir),
                 pretrained="none", epochs=args.warmup_epochs + args.epochs, report_to="none",
-                num_workers=args.loader_workers, batch_size=args.batch_size)
+                num_workers=args.loader_workers, batch_size=args.batch_size, tsne=False)
     fp32 = dict(mixed_precision="no", channels_last="off", compile=False)
     settings = {"a": dict(data_path="loader", **fp32), "b": dict(data_path="tensor", **fp32), "c": {}}
     if args.large_batch:
@@ -367,6 +441,12 @@ def main(argv: list[str] | None = None) -> dict:
         for compile in ([False, True] if cuda else [False]):
             print(f"full run{' --compile' if compile else ''} ...", file=sys.stderr)
             report["full_runs"].append(full_run_case(args, cache_dir, out, compile))
+    for k in [int(k) for k in args.concurrent.split(",") if k]:
+        print(f"{k} concurrent runs ...", file=sys.stderr)
+        report["concurrent"].append(concurrent_case(args, cache_dir, out, k))
+    if args.homework:
+        print("sweep.py homework ...", file=sys.stderr)
+        report["homework"] = homework_case(out, data_root, cache_dir)
     report["checks"] = checks(report)
     report["table"] = table(report)
     (out / "bench_dann.json").write_text(json.dumps(report, indent=2))

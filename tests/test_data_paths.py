@@ -224,10 +224,13 @@ def test_benchmark_tiny_mode_prints_its_table(tmp_path):
                            "--out", str(tmp_path)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     for row in ("| a | loader |", "| b | tensor |", "| c | tensor |", "| floor | on device |",
-                "(b) vs (a)", "first decode", "train_dann.py, warm cache"):
+                "(b) vs (a)", "first decode", "train_dann.py, warm cache", "with the former per-step host sync",
+                "| K = 1 |", "| K = 2 |"):
         assert row in done.stdout, row
     report = json.loads((tmp_path / "bench_dann.json").read_text())
     assert set(report["cases"]) == {"a", "b", "c", "floor"}
+    assert report["cases"]["floor"]["steps_per_s_host_sync"] > 0
+    assert [c["k"] for c in report["concurrent"]] == [1, 2] and report["concurrent"][1]["images"] > 0
     assert all(c["images_per_s"] > 0 and c["s_per_epoch"] > 0 and c["peak_memory"] > 0
                for c in report["cases"].values())
     assert report["decode"]["images"] == 8 and report["full_runs"][0]["data_path"] == "tensor"
