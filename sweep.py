@@ -2,13 +2,15 @@
 or the whole first homework in one command.
 
     python sweep.py homework --out runs/homework          # grids, best configs, finals, table
+    python sweep.py table --dataset digits --pairs mnist_m:svhn,svhn:mnist_m \
+        --methods baseline,dann,dsn,upper --backbones resnet18,lenet --out runs/hw2   # the second homework
     python sweep.py run sweeps/4C_dann_xdomain.yaml --out runs/sweeps/4C      # one grid, resumable
     python sweep.py run sweeps/4C_dann_xdomain.yaml --out runs/sweeps/4C --gpus 0,1,2,3 --runs_per_gpu 4
     python sweep.py best runs/sweeps/4C --name 4D            # or: best ENTITY/PROJECT/SWEEP_ID
     python sweep.py report 3A=runs/final/3A 3B=runs/final/3B 4B=runs/final/4B 4D=runs/final/4D \\
         upper=runs/final/upper --out runs/report.md
 
-Arguments after `--` in `run` and `homework` go to every training run (e.g. -- --data_root
+Arguments after `--` in `run`, `homework` and `table` go to every training run (e.g. -- --data_root
 /data/PACS); they are part of each run's identity, and `best` keeps them in the final command.
 """
 import argparse
@@ -16,7 +18,7 @@ import os
 import shlex
 import sys
 
-from dann import report, sweeps
+from dann import plugins, report, sweeps
 from dann.errors import UserError
 
 GPU_RUNS = 4  # --runs_per_gpu default with GPUs: an estimate until benchmarks/bench_dann.py measures it
@@ -57,6 +59,15 @@ def get_args_parser() -> argparse.ArgumentParser:
     hw.add_argument("--scale", default="full", choices=("full", "tiny"),
                     help="'tiny': 2 points per grid, 2 steps at batch 8 on the CPU (a check of the pipeline)")
     add_runner_flags(hw, "all")
+    tab = sub.add_parser("table", help="methods x domain pairs x backbones over seeds: the comparison table")
+    tab.add_argument("--out", required=True, help="the table's folder (runs/, table.md, table.csv)")
+    tab.add_argument("--dataset", default="digits", help="any --dataset of the training scripts")
+    tab.add_argument("--pairs", required=True, help="source:target pairs, comma-separated, e.g. mnist_m:svhn")
+    tab.add_argument("--methods", default="baseline,dann,dsn,upper",
+                     help="rows: baseline (trained on source), dann, cdan, dsn, upper (trained on target)")
+    tab.add_argument("--backbones", default="lenet", help="comma-separated backbones")
+    tab.add_argument("--seeds", default="0,1,2,3,4", help="seeds of every cell (mean ± std)")
+    add_runner_flags(tab, "all")
     run = sub.add_parser("run", help="run a sweep YAML's grid locally; finished runs are skipped")
     run.add_argument("sweep", help="a W&B sweep YAML, e.g. sweeps/4C_dann_xdomain.yaml")
     run.add_argument("--out", required=True, help="the local sweep folder (runs, table.md)")
@@ -88,6 +99,20 @@ def main(argv: list[str]) -> int:
         seeds = args.final_seeds or ("0,1" if args.scale == "tiny" else "0,1,2,3,4")
         run_homework(args.out, gpus=gpus, runs_per_gpu=per_gpu, final_seeds=seeds, scale=args.scale,
                      wandb_mode=args.wandb, extra=extra)
+    elif args.command == "table":
+        from dann.compare import run_table
+
+        gpus, per_gpu = runner_settings(args)
+        methods = args.methods.split(",")
+        unknown = [m for m in methods if m != "upper" and m not in plugins.METHODS]
+        if unknown:
+            raise UserError(f"--methods: unknown {', '.join(unknown)}; choose from upper, {', '.join(plugins.METHODS)}")
+        pairs = [tuple(p.split(":")) for p in args.pairs.split(",") if p]
+        if not pairs or any(len(p) != 2 for p in pairs):
+            raise UserError(f"--pairs {args.pairs!r}: give source:target pairs, e.g. mnist_m:svhn,svhn:mnist_m")
+        run_table(args.out, dataset=args.dataset, pairs=pairs, methods=methods,
+                  backbones=args.backbones.split(","), seeds=args.seeds, gpus=gpus, runs_per_gpu=per_gpu,
+                  wandb_mode=args.wandb, extra=extra)
     elif args.command == "run":
         gpus, per_gpu = runner_settings(args)
         rows = sweeps.run_local(args.sweep, args.out, extra, args.launcher, gpus, args.wandb, args.max_runs, per_gpu)
