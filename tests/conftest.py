@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,3 +45,13 @@ def tiny_pacs(tmp_path) -> Path:
 def pacs_cache(tmp_path_factory) -> Path:
     """One decode cache for every test that trains on the real PACS."""
     return tmp_path_factory.mktemp("decode_cache")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models: a second torch thread only waits, and on a loaded 2-core machine its spinning
+    makes small ops ten times slower. Big in-process models keep torch's default."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

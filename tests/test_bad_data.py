@@ -17,6 +17,8 @@ from dann.cli import main
 from dann.datasets import folder as pacs
 from dann.errors import UserError
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (see conftest)
+
 
 def jpeg_bytes(size: int = 40) -> bytes:
     buffer = io.BytesIO()

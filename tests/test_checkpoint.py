@@ -24,6 +24,8 @@ from tiny_train import register
 from dann import checkpoint
 from dann.cli import main
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (see conftest)
+
 TINY_TRAIN = Path(__file__).with_name("tiny_train.py")
 STEPS_PER_EPOCH = 4
 
@@ -145,6 +147,7 @@ def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, n
     assert metrics(out) == uninterrupted(method)
 
 
+@pytest.mark.slow
 def test_a_signal_during_evaluation_stops_there_and_the_resumed_run_evaluates(data, uninterrupted):
     """SIGTERM at step 8, the epoch's last: the stop comes during the evaluation that follows;
     the checkpoint says the evaluation is pending and the resumed run does it first."""

@@ -16,6 +16,8 @@ from dann.cli import main
 from test_digits_formats import write_mnist, write_svhn
 from train_helpers import clean_env
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (see conftest)
+
 
 @pytest.fixture(autouse=True)
 def tiny_plugins(monkeypatch):

@@ -15,7 +15,7 @@ from dann.datasets import Split
 from dann.methods import build
 from dann.train import fit
 
-ADAPTATION = ("dann", "cdan", "dsn")
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (see conftest)
 
 
 def two_moons(n: int, seed: int, angle: float = 0.0, noise: float = 0.1):
@@ -43,15 +43,6 @@ def moons_mlp(num_classes: int, pretrained: str) -> Backbone:
 @pytest.fixture(autouse=True)
 def mlp_backbone(monkeypatch):
     monkeypatch.setitem(plugins.BACKBONES, "moons_mlp", moons_mlp)
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: a second thread only waits (10x slower on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def moons_split(seed: int) -> Split:

@@ -18,6 +18,8 @@ from dann.methods import build
 from dann.methods.cdan import RandomizedMultilinearMap, entropy_weights, multilinear_map
 from dann.methods.dsn import ImageDecoder, difference_loss, scale_invariant_mse
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (see conftest)
+
 NUM_CLASSES = 3
 
 

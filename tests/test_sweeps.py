@@ -104,6 +104,7 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"  # a zombie has ended
 
 
+@pytest.mark.slow
 def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
     """Killed by its PID alone (SIGKILL: no handler runs), the runner takes its running
     training with it; started again, it runs only what is left."""
@@ -147,6 +148,7 @@ def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
     assert again.stdout.count("skip ") == 3, "finished runs are skipped; the failed one is retried"
 
 
+@pytest.mark.slow
 def test_flags_after_the_separator_are_part_of_a_run_and_of_the_final_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = fake_sweep(tmp_path, [0.1, 0.2])
@@ -158,6 +160,7 @@ def test_flags_after_the_separator_are_part_of_a_run_and_of_the_final_command(tm
     assert "--augment=false" in proc.stdout.split("final run:")[1] and "(and, after --:" in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_sweep_launcher_needs_no_path_and_a_missing_one_makes_no_folder(tmp_path):
     path = fake_sweep(tmp_path, [0.5])
     env = clean_env(tmp_path, PATH="/nonexistent")  # no accelerate, no python on PATH
@@ -173,6 +176,7 @@ def test_the_sweep_launcher_needs_no_path_and_a_missing_one_makes_no_folder(tmp_
     assert not (tmp_path / "other").exists()
 
 
+@pytest.mark.slow
 def test_best_prints_the_config_and_the_final_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the runs start in the current folder: the stand-in program
     path = fake_sweep(tmp_path, [0.1, 0.3, 0.2])
@@ -218,6 +222,7 @@ def recorded(path: Path, method: str, target: str, accs: list[float], train_on: 
     return path
 
 
+@pytest.mark.slow
 def test_report_renders_the_comparison_table(tmp_path, monkeypatch):
     rows = {"3A": recorded(tmp_path / "3A", "baseline", "art_painting", [0.50, 0.52, 0.54]),
             "3B": recorded(tmp_path / "3B", "dann", "art_painting", [0.55]),
@@ -246,6 +251,7 @@ def test_report_renders_the_comparison_table(tmp_path, monkeypatch):
     assert missing.returncode == 1 and missing.stderr.startswith("error: no results at nothing")
 
 
+@pytest.mark.slow
 def test_report_logs_a_wandb_table_offline(tmp_path):
     rows = {"3A": str(recorded(tmp_path / "3A", "baseline", "art_painting", [0.5, 0.6]))}
     env = clean_env(tmp_path, WANDB_MODE="offline", WANDB_DIR=str(tmp_path))

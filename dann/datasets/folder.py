@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import tempfile
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -233,7 +234,11 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
             images, kept = decode_domain(files, scratch, workers, skip_bad)
             return np.array(images), kept  # in memory; the scratch folder goes
     try:
+        start = time.time()
+        note(f"decoding {files.name}: {len(files.paths)} images into {cache_file.parent} (once; later runs "
+             f"read the cache)")
         bad = _decode_all(files, str(tmp), workers)
+        note(f"decoded {files.name} in {time.time() - start:.1f} s")
         tmp.replace(cache_file)  # atomic
         _write_atomic(bad_file, json.dumps(bad))  # a cache counts once its bad list exists
     finally:
