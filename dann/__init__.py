@@ -1,6 +1,8 @@
-"""DANN on PACS: domain-adversarial training of an ImageNet AlexNet, on Hugging Face Accelerate.
+"""Unsupervised domain adaptation (DANN, CDAN, DSN) under one training loop, on Hugging Face Accelerate.
 
-Modules: config (flags), pacs (files, download, decode cache), data (batches on the device),
-model (G_f, G_y, G_d and gradient reversal), schedules, train (the shared loop), checkpoint
-(save, resume, signals), tracking (W&B, figures), sweeps and report (experiments).
+Plug-ins (registered in plugins.py): methods/ (what a step computes), backbones/ (G_f and G_y),
+discriminators (G_d and gradient reversal), datasets/ (domains, classes, images). The rest:
+config (flags), data (batches on the device), train (the loop), run (one run from flags),
+checkpoint (save, resume, signals), tracking (W&B, figures), sweeps, runner, report,
+homework and compare (experiments and tables), downloads and errors (what the user sees).
 """

@@ -127,6 +127,44 @@ def run(config: TrainConfig, stop=None) -> dict:
             lock.close()
 
 
+def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, step_offset: int,
+                channels_last: bool, stop) -> dict:
+    """Train one model (one target, one seed) in <output_dir>/<prefix>: its checkpoints,
+    weights and figures; returns its results."""
+    model_dir = Path(config.output_dir) / prefix
+    config = dataclasses.replace(config, output_dir=str(model_dir))  # its own checkpoints
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # Every process its own dropout and augmentation stream (seed + rank); the initial
+    # weights are the same everywhere, as DDP requires.
+    set_seed(config.seed, device_specific=True)
+    split = dataclasses.replace(split, **{k: with_seed(getattr(split, k), config.seed)
+                                          for k in ("train", "target", "test", "source_test")})
+    log = tracking.prefixed_log(accelerator, prefix, step_offset)
+    model, results = fit(config, model, accelerator, split, log=log, stop=stop)
+    results.update(tracking.end_of_run_figures(accelerator, model, split, results["confusion_matrix"],
+                                               config, model_dir, prefix, stop))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model_dir.mkdir(parents=True, exist_ok=True)
+        accelerator.save_model(model, model_dir)  # model.safetensors
+    accelerator.free_memory()  # the next model starts clean
+    return results
+
+
+def write_results(results: dict, runs: list[dict], summary: dict, output_dir: Path, accelerator) -> None:
+    """results.json, and one line per model and one for the summary on stdout."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
+    for r in runs:
+        accelerator.print(f"{r['target']} seed {r['seed']}: target_acc={r['target_acc']:.4f} "
+                          f"best_target_acc={r['best_target_acc']:.4f} source_acc="
+                          f"{r['source_acc']:.4f} ({r['num_target_eval']} target images)")
+    extra = "".join(f" {k}={summary[k]:.4f}" for k in summary if k.startswith("xdomain/"))
+    spread = f" +/- {summary['target_acc_std']:.4f}" if summary["num_seeds"] > 1 else ""
+    accelerator.print(f"target_acc={summary['target_acc']:.4f}{spread}{extra} -> {output_dir}/results.json")
+
+
 def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall_start: float) -> dict:
     """The rest of `run`, in the locked output folder: data, models, results."""
     output_dir = Path(config.output_dir)
@@ -149,35 +187,16 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
     runs, step_offset = [], 0
     for target in config.targets:  # --target cartoon,sketch: cross-domain validation
         for seed in config.seed_list:  # --seeds 0,1,2: final runs
-            prefix = tracking.model_prefix(target, seed, config)
-            one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="",
-                                      output_dir=str(output_dir / prefix))  # own checkpoints
             if first_model is not None:
                 model, first_model = first_model, None
             else:
                 set_seed(seed)
                 model = methods.build(config, len(classes))
-            if channels_last:
-                model = model.to(memory_format=torch.channels_last)
-            # Every process its own dropout and augmentation stream (seed + rank); the initial
-            # weights above are the same everywhere, as DDP requires.
-            set_seed(seed, device_specific=True)
-            split = splits[target]
-            split = dataclasses.replace(split, **{k: with_seed(getattr(split, k), seed)
-                                                  for k in ("train", "target", "test", "source_test")})
-            log = tracking.prefixed_log(accelerator, prefix, step_offset)
-            model, results = fit(one, model, accelerator, split, log=log, stop=stop)
-            model_dir = output_dir / prefix
-            results.update(tracking.end_of_run_figures(accelerator, model, split, results["confusion_matrix"],
-                                                       one, model_dir, prefix, stop))
-            accelerator.wait_for_everyone()
-            if accelerator.is_main_process:
-                model_dir.mkdir(parents=True, exist_ok=True)
-                accelerator.save_model(model, model_dir)  # model.safetensors
-            runs.append({"target": target, "seed": seed, **results})
-            step_offset += results["steps"]
-            accelerator.free_memory()  # the next model starts clean
-            del model
+            one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="")
+            runs.append({"target": target, "seed": seed, **train_model(
+                one, model, accelerator, splits[target], tracking.model_prefix(target, seed, config),
+                step_offset, channels_last, stop)})
+            step_offset += runs[-1]["steps"]
 
     summary = tracking.summarize(runs)
     tracking.log_summary(accelerator, summary)
@@ -189,14 +208,6 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
                "mixed_precision": accelerator.mixed_precision,
                "wall_seconds": time.time() - wall_start}
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-        for r in runs:
-            accelerator.print(f"{r['target']} seed {r['seed']}: target_acc={r['target_acc']:.4f} "
-                              f"best_target_acc={r['best_target_acc']:.4f} source_acc="
-                              f"{r['source_acc']:.4f} ({r['num_target_eval']} target images)")
-        extra = "".join(f" {k}={summary[k]:.4f}" for k in summary if k.startswith("xdomain/"))
-        spread = f" +/- {summary['target_acc_std']:.4f}" if summary["num_seeds"] > 1 else ""
-        accelerator.print(f"target_acc={summary['target_acc']:.4f}{spread}{extra} -> {output_dir}/results.json")
+        write_results(results, runs, summary, output_dir, accelerator)
     accelerator.end_training()
     return results
