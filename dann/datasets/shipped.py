@@ -10,6 +10,7 @@ digit instances. Built deterministically once and cached as one .npz file.
 from __future__ import annotations
 
 import os
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -83,16 +84,20 @@ class ShippedDigits(Dataset):
     def domains(self) -> list[str]:
         return list(DOMAINS)
 
+    @cached_property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Every domain's splits, read (or built) once per run."""
+        return load(self.cache_dir)
+
     def prepare(self, domains: list[str]) -> None:
-        load(self.cache_dir)
+        self.arrays
 
     def classes(self, domains: list[str]) -> list[str]:
         return [str(digit) for digit in range(10)]
 
     def images(self, domain: str, split: str, workers: int):
-        arrays = load(self.cache_dir)
-        return (torch.from_numpy(arrays[f"{domain}_{split}_images"]),
-                torch.from_numpy(arrays[f"{domain}_{split}_labels"]), [])
+        return (torch.from_numpy(self.arrays[f"{domain}_{split}_images"]),
+                torch.from_numpy(self.arrays[f"{domain}_{split}_labels"]), [])
 
 
 def _upscale(image: np.ndarray) -> np.ndarray:
