@@ -25,7 +25,7 @@ from dann.errors import UserError
 NAME = re.compile(r"^step_(\d+)$")
 # Flags whose change makes a resumed run a different run (other data, other batches).
 MUST_MATCH = ("dataset", "source", "target", "train_on", "batch_size", "seed", "augment", "method",
-              "backbone", "discriminator", "bottleneck_dim", "iters_per_epoch")
+              "backbone", "discriminator", "bottleneck_dim", "iters_per_epoch", "source_val")
 
 
 def lock_run_dir(output_dir: str | Path):

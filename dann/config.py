@@ -55,6 +55,10 @@ class TrainConfig:
     augment: bool = field(default=False, metadata=_flag(
         "training augmentation: random crop (images larger than the network input) and "
         "horizontal flip (datasets where a flip keeps the class)"))
+    source_val: float = field(default=0.1, metadata=_flag(
+        "fraction of the labeled training domain held out as a validation split, never trained on "
+        "(stratified by class, the same images for every seed): what the source-side selection scores "
+        "read (0: none)"))
     data_path: str = field(default="auto", metadata=_flag(
         "'tensor': decode once, keep uint8 images on the device; 'loader': decode every "
         "epoch in DataLoader workers (folder datasets); 'auto': tensor when it fits in memory",
@@ -130,6 +134,15 @@ class TrainConfig:
     seeds: str = field(default="", metadata=_flag(
         "comma-separated seeds: one model per seed (and target), reported as mean and std; "
         "overrides --seed"))
+    # unsupervised model selection (dann/selection.py): scores that rank runs without target labels
+    select_rules: str = field(default="all", metadata=_flag(
+        "the selection scores written as select/<name> (results.json, trackers) at the end of the run, "
+        "those that train nothing also at each evaluation: 'all', 'cheap' (skip those that train a model: "
+        + ", ".join(n for n, r in plugins.SELECTION.items() if r.trains) + "), 'none', or names, "
+        "comma-separated, of " + ", ".join(plugins.SELECTION)))
+    rv_steps: int = field(default=200, metadata=_flag(
+        "reverse validation's budget: steps of the fresh copy trained target -> source on the target's "
+        "pseudo-labels (at most the run's own number of steps)"))
     # fault tolerance
     checkpoint_every: int = field(default=0, metadata=_flag(
         "epochs between checkpoints in <output_dir>/checkpoints (0: only on SIGTERM/SIGINT)"))
@@ -171,6 +184,18 @@ class TrainConfig:
     def seed_list(self) -> list[int]:
         """--seeds as ints, or [--seed] when --seeds is not given."""
         return [int(s) for s in self.seeds.split(",") if s.strip()] or [self.seed]
+
+
+RULE_SETS = ("all", "cheap", "none")  # --select_rules shorthands
+
+
+def selection_rules(config: TrainConfig, trains: bool | None = None) -> list[str]:
+    """The rules --select_rules names, in registry order; `trains` False / True: only those that
+    train nothing / only those that train a model of their own."""
+    given = {n.strip() for n in config.select_rules.split(",")}
+    names = [n for n, rule in plugins.SELECTION.items()
+             if "all" in given or n in given or ("cheap" in given and not rule.trains)]
+    return [n for n in names if trains is None or plugins.SELECTION[n].trains == trains]
 
 
 def parse_bool(text: str) -> bool:
@@ -311,6 +336,14 @@ def validate(config: TrainConfig) -> list[str]:
     for kind, _ in PLUGIN_KINDS:
         if kind != "discriminator" or plugins.uses_discriminator(config.method):
             errors += getattr(config, f"{kind}_hp").errors()
+    if not 0 <= config.source_val < 1:
+        errors.append(f"--source_val must be in [0, 1), a fraction of the training domain, got {config.source_val}")
+    if config.rv_steps < 1:
+        errors.append(f"--rv_steps must be >= 1, got {config.rv_steps}")
+    unknown = [n for n in config.select_rules.split(",") if n.strip() not in (*RULE_SETS, *plugins.SELECTION)]
+    if unknown:
+        errors.append(f"--select_rules: unknown {', '.join(unknown)}; give all, cheap, none or names of "
+                      + ", ".join(plugins.SELECTION))
     if config.num_workers < -1:
         errors.append(f"--num_workers must be >= 0 (or -1: automatic), got {config.num_workers}")
     if config.keep_checkpoints < 1:

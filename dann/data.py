@@ -11,6 +11,7 @@ same predictions.
 """
 from __future__ import annotations
 
+import copy
 import zlib
 from typing import Iterator
 
@@ -168,6 +169,25 @@ class TensorDomain:
     def eval_inputs(self, index: torch.Tensor) -> torch.Tensor:
         """Model inputs (centre crops) of the examples `index`, e.g. a sample for t-SNE."""
         return self._prepare(self.inputs[index.to(self.device)], False, 0)
+
+    def subset(self, index: torch.Tensor, name: str = "") -> TensorDomain:
+        """The examples `index` as a domain of their own (same transform, batches and seed)."""
+        part = copy.copy(self)
+        part.inputs, part.labels = self.inputs[index.to(self.device)], self.labels[index.to(self.device)]
+        part.name = name or self.name
+        return part
+
+    def with_labels(self, labels: torch.Tensor) -> TensorDomain:
+        """The same images under other labels (reverse validation's pseudo-labels)."""
+        part = copy.copy(self)
+        part.labels = labels.to(self.device)
+        return part
+
+    def whole(self) -> TensorDomain:
+        """The domain as one process sees it alone: every example, not this process's shard."""
+        part = copy.copy(self)
+        part.rank, part.world = 0, 1
+        return part
 
 
 def aug_key(seed: int, epoch: int, batch: int, rank: int) -> int:

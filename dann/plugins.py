@@ -1,4 +1,4 @@
-"""Every plug-in by name: methods, backbones, discriminators and datasets.
+"""Every plug-in by name: methods, backbones, discriminators, datasets and model-selection rules.
 
 Adding one is a new file (or class) plus one line here; the training loop never changes.
 A line names the implementation as 'module:attribute' (imported on first use, so that
@@ -53,11 +53,31 @@ DATASETS = {
 }
 
 
+class Rule(NamedTuple):
+    """A model-selection rule: the function scoring a trained model without target labels, which
+    way is better, and whether it trains a model of its own (then only at the end of a run)."""
+    target: object  # 'module:attribute', or the function itself: score(evidence) -> float
+    goal: str  # 'maximize' | 'minimize'
+    trains: bool = False
+
+
+# Unsupervised model selection (dann/selection.py): a score per trained model, select/<name>.
+SELECTION = {
+    "source_val_acc": Rule("dann.selection:source_val_accuracy", "maximize"),
+    "source_val_loss": Rule("dann.selection:source_val_loss", "minimize"),
+    "entropy": Rule("dann.selection:target_entropy", "minimize"),
+    "snd": Rule("dann.selection:soft_neighborhood_density", "maximize"),
+    "iwcv": Rule("dann.selection:iwcv", "minimize", trains=True),
+    "dev": Rule("dann.selection:dev", "minimize", trains=True),
+    "reverse_val": Rule("dann.selection:reverse_validation", "maximize", trains=True),
+}
+
+
 def entry(registry: dict, name: str) -> Plugin:
     """The registry's line for `name`. A bare class or function (a test's) takes no flags of its
     own, but a backbone always takes those every backbone has (hparams.Backbone)."""
     value = registry[name]
-    if isinstance(value, Plugin):
+    if isinstance(value, (Plugin, Rule)):
         return value
     return Plugin(value, hparams.Backbone if registry is BACKBONES else hparams.Hparams)
 

@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
-from dann import checkpoint, datasets, methods, tracking
+from dann import checkpoint, datasets, methods, selection, tracking
 from dann.config import TrainConfig, default_output_dir
 from dann.errors import UserError, note
 from dann.train import fit
@@ -155,6 +155,7 @@ def train_model(config: TrainConfig, model, accelerator: Accelerator, split, pre
                                           for k in ("train", "target", "test", "source_test")})
     log = tracking.prefixed_log(accelerator, prefix, step_offset)
     model, results = fit(config, model, accelerator, split, log=log, stop=stop)
+    results.update(selection.end_of_run(config, model, accelerator, split, results["steps"], channels_last, stop, log))
     results.update(tracking.end_of_run_figures(accelerator, model, split, results["confusion_matrix"],
                                                config, model_dir, prefix, stop))
     accelerator.wait_for_everyone()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dann import selection
 from dann.config import TrainConfig
 from dann.errors import note, warn
 from dann.train import StopRequested
@@ -119,7 +120,8 @@ def summarize(runs: list[dict]) -> dict:
 
     target_acc etc.: mean over all models; *_std: standard deviation over seeds of the
     per-seed mean over targets (sample std; 0 for one seed); <target>/<key>: mean over
-    seeds; xdomain/<key>_mean: mean over targets, the metric cross-domain sweeps maximize.
+    seeds; xdomain/<key>_mean: mean over targets, the metric cross-domain sweeps maximize;
+    select/<rule>: the selection scores' mean over all models.
     """
     targets = list(dict.fromkeys(r["target"] for r in runs))
     seeds = list(dict.fromkeys(r["seed"] for r in runs))
@@ -132,7 +134,7 @@ def summarize(runs: list[dict]) -> dict:
             for t in targets:
                 summary[f"{t}/{key}"] = statistics.fmean(r[key] for r in runs if r["target"] == t)
             summary[f"xdomain/{key}_mean"] = statistics.fmean(summary[f"{t}/{key}"] for t in targets)
-    return summary
+    return {**summary, **selection.summarize(runs)}
 
 
 def log_summary(accelerator, summary: dict) -> None:

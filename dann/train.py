@@ -20,7 +20,7 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from dann import checkpoint
+from dann import checkpoint, selection
 from dann.config import TrainConfig
 from dann.data import cycle
 from dann.datasets import Split
@@ -242,13 +242,14 @@ def evaluate_epoch(run: Run, progress: Progress) -> None:
                           f"eval {split.test.name}", unlabeled=split.target)
         source = evaluate(run.model, split.source_test, accelerator, len(split.classes), run.stop,
                           f"eval {split.source_test.name}", unlabeled=split.train if adapting else None)
+        scores = selection.during_training(run.model, split, accelerator, run.config, run.stop)  # select/*
     except StopRequested:
         interrupt(run, progress)  # pending_eval stays set: the resumed run evaluates first
     record = progress.history[-1]
-    record.update({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"]})
+    record.update({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"], **scores})
     progress.last_eval = {"target_acc": target["acc"], "source_acc": source["acc"], "num_target": target["total"],
                           "num_source": source["total"], "confusion": target["confusion"]}
-    run.log({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"]}, progress.step)
+    run.log({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"], **scores}, progress.step)
     accelerator.print(f"epoch {record['epoch']}/{run.config.epochs} step {progress.step}: "
                       + " ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
 

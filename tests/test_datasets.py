@@ -72,7 +72,8 @@ def test_digits_train_on_train_splits_and_test_on_the_target_test_split(tmp_path
     results = json.loads((out / "results.json").read_text())
     assert results["classes"] == [str(d) for d in range(10)]
     assert results["num_target_eval"] == 4 and results["num_source_eval"] == 3  # the test splits
-    assert results["steps"] == 2 * 2  # 3 source train images at batch 2: 2 steps per epoch
+    # 3 source train images, 1 held out for validation (--source_val): 2 at batch 2, 1 step per epoch
+    assert results["steps"] == 2 * 1 and results["source_val_images"] == {"mnist": 1}
     assert np.array(results["confusion_matrix"]).shape == (10, 10)
     assert (out / "tsne_by_class.png").is_file()
 

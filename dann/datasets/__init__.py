@@ -4,7 +4,8 @@ A dataset plug-in (registered in dann/plugins.py) subclasses `Dataset`: it names
 and classes, fetches what is missing, and gives each domain's images. The protocol is the
 dataset's: PACS and folder datasets are transductive (the whole target domain is both the
 unlabeled training set and the test set, as in the first homework); the digits datasets
-train on the train splits and test on the target's test split.
+train on the train splits and test on the target's test split. Either way --source_val
+holds a labeled validation split out of the training domain (`split_validation`).
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import torch
 
 from dann import plugins
 from dann.backbones import InputSpec
-from dann.data import ImageTransform, TensorDomain, crop_size
+from dann.data import ImageTransform, TensorDomain, crop_size, stream_seed
 from dann.errors import UserError
 
 
@@ -93,6 +94,43 @@ class Split:
     test: TensorDomain  # target accuracy
     source_test: TensorDomain  # source accuracy
     classes: list[str]
+    # labeled images of the training domain held out of `train` (--source_val): what the
+    # selection scores validate on (dann/selection.py); None with --source_val 0
+    source_val: TensorDomain | None = None
+
+
+VAL_SEED = 0  # the held-out images depend on the domain alone: the same for every seed and configuration
+
+
+def held_out(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(kept, held-out) example indices, sorted: round(fraction * n) held out (at least one),
+    stratified: each class gives its share, examples drawn at random within their class."""
+    n = len(labels)
+    count = max(1, round(fraction * n))
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    labels = labels[order].cpu()
+    # an example's rank among those of its class in the random order, as a fraction of the class:
+    # taking the lowest fractions first takes every class in proportion
+    _, inverse, sizes = labels.unique(return_inverse=True, return_counts=True)
+    rank = torch.zeros(n)
+    for c in range(len(sizes)):
+        members = (inverse == c).nonzero().flatten()
+        rank[members] = (torch.arange(len(members)) + 0.5) / len(members)
+    chosen = torch.zeros(n, dtype=torch.bool)
+    chosen[order[rank.argsort(stable=True)[:count]]] = True
+    return (~chosen).nonzero().flatten(), chosen.nonzero().flatten()
+
+
+def split_validation(domain: TensorDomain, fraction: float) -> tuple[TensorDomain, TensorDomain | None]:
+    """(the training part, the validation split) of a labeled training domain (--source_val)."""
+    if fraction == 0:
+        return domain, None
+    kept, val = held_out(domain.labels, fraction, stream_seed(VAL_SEED, 0, f"{domain.name}/source_val"))
+    if not len(kept):
+        raise UserError(f"--source_val {fraction} leaves none of the {len(domain)} images of {domain.name} to "
+                        f"train on; lower --source_val (0: no validation split)")
+    return domain.subset(kept), domain.subset(val, f"{domain.name}_val")
 
 
 def default_workers() -> int:
@@ -157,13 +195,18 @@ def load_splits(dataset: Dataset, config, spec: InputSpec, *, device: torch.devi
             domains[name, split] = TensorDomain(f"{name}", images.to(device), labels, transform=transform, **common)
             skipped += bad
     test = "train" if dataset.transductive else "test"
-    result = {}
+    result, held = {}, {}
     for t in config.targets:
         on_target = config.train_on == "target"
-        result[t] = Split(train=domains[t if on_target else config.source, "train"],
-                          target=None if on_target else domains[t, "train"],
-                          test=domains[t, test], source_test=domains[config.source, test], classes=classes)
-    return result, {"data_path": data_path, "skipped_images": skipped, "classes": classes}
+        trained_on = t if on_target else config.source
+        if trained_on not in held:  # split once per domain, shared by every target
+            held[trained_on] = split_validation(domains[trained_on, "train"], config.source_val)
+        train, source_val = held[trained_on]
+        result[t] = Split(train=train, target=None if on_target else domains[t, "train"],
+                          test=domains[t, test], source_test=domains[config.source, test], classes=classes,
+                          source_val=source_val)
+    return result, {"data_path": data_path, "skipped_images": skipped, "classes": classes,
+                    "source_val_images": {name: 0 if val is None else len(val) for name, (_, val) in held.items()}}
 
 
 def sample_stats(files, n: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -12,6 +12,7 @@ list of bad files is cached beside the images (`<domain>-<fingerprint>.bad.json`
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -325,6 +326,20 @@ class LoaderDomain(TensorDomain):
         x = torch.stack([torch.from_numpy(decode_image(self.files.paths[i], self.files.size))
                          for i in index.tolist()])
         return self._prepare(x.to(self.device), False, 0)
+
+    def subset(self, index: torch.Tensor, name: str = "") -> LoaderDomain:
+        rows = index.tolist()
+        part = self.with_labels(self.labels[index.to(self.labels.device)])
+        part.files = dataclasses.replace(part.files, paths=[self.files.paths[i] for i in rows],
+                                         labels=[self.files.labels[i] for i in rows])
+        part.name = name or self.name
+        return part
+
+    def with_labels(self, labels: torch.Tensor) -> LoaderDomain:
+        part = copy.copy(self)
+        part.labels = labels.to(self.device)
+        part.files = dataclasses.replace(self.files, labels=labels.tolist())  # what the workers yield
+        return part
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

@@ -1,0 +1,217 @@
+"""Unsupervised model selection: each rule on a case whose answer is known, the held-out source
+validation split, the select/* scores in every method's results.json, and the grid analysis
+(`sweep.py selection`, `best --selection`) on hand-written and on really trained grids."""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+import yaml
+from accelerate import Accelerator
+
+from conftest import ROOT, write_tiny_pacs
+from test_methods import moons_mlp, two_moons
+from tiny_train import register
+from train_helpers import clean_env
+
+from dann import plugins, selection
+from dann.config import make_config, parse_config
+from dann.data import TensorDomain
+from dann.datasets import Split, held_out, split_validation
+from dann.selection import Evidence
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models (see conftest)
+
+
+def evidence(**fields) -> Evidence:
+    return Evidence(**fields)
+
+
+# ---------------------------------------------------------------------------- the rules, known answers
+
+def test_every_registered_rule_says_which_way_is_better_and_loads():
+    for name, rule in plugins.SELECTION.items():
+        assert rule.goal in ("maximize", "minimize"), name
+        score = plugins.load(plugins.SELECTION, name)
+        assert callable(score) and "better" in score.__doc__, name  # its docstring says the direction
+    assert {n for n, r in plugins.SELECTION.items() if r.goal == "minimize"} == \
+        {"source_val_loss", "entropy", "iwcv", "dev"}
+
+
+def test_source_validation_accuracy_and_loss_by_hand():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    e = evidence(logits_val=logits, labels_val=torch.tensor([0, 1, 1]))
+    assert selection.source_val_accuracy(e) == pytest.approx(2 / 3)
+    right, wrong = math.log(1 + math.exp(-2)), math.log(1 + math.exp(2))
+    assert selection.source_val_loss(e) == pytest.approx((2 * right + wrong) / 3, rel=1e-6)
+
+
+def test_entropy_of_a_uniform_prediction_is_log_c_and_of_a_certain_one_zero():
+    assert selection.target_entropy(evidence(logits_t=torch.zeros(5, 7))) == pytest.approx(math.log(7), rel=1e-6)
+    certain = torch.full((5, 7), -50.0).scatter_(1, torch.arange(5)[:, None], 50.0)
+    assert selection.target_entropy(evidence(logits_t=certain)) < 1e-6
+
+
+def test_snd_is_higher_for_tight_clusters():
+    """Two clusters of 50 identical, confident predictions: each point's soft neighbourhood is
+    uniform over the 49 others of its cluster, SND = log 49; predictions spread over the
+    simplex have fewer close neighbours."""
+    tight = torch.zeros(100, 10)
+    tight[:50, 0], tight[50:, 1] = 20.0, 20.0
+    spread = 3 * torch.randn(100, 10, generator=torch.Generator().manual_seed(0))
+    dense = selection.soft_neighborhood_density(evidence(logits_t=tight))
+    assert dense == pytest.approx(math.log(49), rel=1e-4)
+    assert selection.soft_neighborhood_density(evidence(logits_t=spread)) < dense - 1
+
+
+def gaussians(n: int, shift: float):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(n, 1, generator=g), torch.randn(n, 1, generator=g) + shift
+
+
+def test_density_ratios_recover_a_known_shift_and_iwcv_the_target_risk():
+    """Source N(0, 1), target N(1, 1): p_t / p_s = exp(x - 1/2). With the loss l(x) = x^2 the
+    source risk is E_s[x^2] = 1 and the target risk E_t[x^2] = 2: IWCV estimates the latter."""
+    f_s, f_t = gaussians(2000, 1.0)
+    w = selection.density_ratios(f_s, f_t)
+    middle = f_s.abs().flatten() < 1.5
+    assert (w.log() - (f_s.flatten() - 0.5))[middle].abs().mean() < 0.1
+    losses = f_s.flatten() ** 2
+    assert losses.mean().item() == pytest.approx(1.0, abs=0.1)
+    assert selection.iwcv_risk(w, losses).item() == pytest.approx(2.0, abs=0.2)
+    assert selection.dev_risk(w, losses).item() == pytest.approx(2.0, abs=0.2)
+
+
+def test_dev_and_iwcv_equal_the_validation_loss_when_source_and_target_features_coincide():
+    features = torch.randn(60, 5, generator=torch.Generator().manual_seed(2))
+    logits = torch.randn(60, 4, generator=torch.Generator().manual_seed(3))
+    e = evidence(logits_val=logits, labels_val=torch.arange(60) % 4, logits_t=logits,
+                 features_val=features, features_t=features.clone())
+    assert torch.allclose(e.density_ratios, torch.ones(60), atol=1e-6)
+    plain = selection.source_val_loss(e)
+    assert selection.dev(e) == pytest.approx(plain, rel=1e-6)
+    assert selection.iwcv(e) == pytest.approx(plain, rel=1e-6)
+
+
+def test_dev_of_a_constant_loss_is_that_loss_whatever_the_weights():
+    """The control variate: with l = c, Cov(w l, w) = c Var(w), eta = -c, DEV = c exactly;
+    IWCV gives c mean(w), off by the weights' error."""
+    w = torch.tensor([0.2, 0.5, 1.0, 3.0, 0.1])
+    assert selection.dev_risk(w, torch.full((5,), 0.7)).item() == pytest.approx(0.7, rel=1e-7)  # float32 inputs
+    assert selection.iwcv_risk(w, torch.full((5,), 0.7)).item() == pytest.approx(0.7 * w.mean().item())
+
+
+def test_a_rule_without_what_it_reads_is_left_out_with_its_reason():
+    values, missing = selection.score(["source_val_acc", "entropy", "iwcv"], evidence(logits_t=torch.zeros(4, 3)))
+    assert list(values) == ["select/entropy"]
+    assert missing == ["source_val_acc (no source validation split (--source_val 0))",
+                       "iwcv (no source validation split (--source_val 0))"]
+
+
+# ---------------------------------------------------------------------------- reverse validation
+
+def moons_run(monkeypatch, method: str = "dann"):
+    """A reverse-validation context on two moons: source and target alike (the target is a
+    second draw of the source distribution), an MLP, a 150-step budget."""
+    monkeypatch.setitem(plugins.BACKBONES, "moons_mlp", moons_mlp)
+    config = make_config(method=method, backbone="moons_mlp", batch_size=32, lr=0.05, lr_schedule="dann", seed=0)
+    x_s, y_s = two_moons(400, seed=1)
+    x_v, y_v = two_moons(101, seed=3)
+    x_t, y_t = two_moons(400, seed=2)
+    domain = lambda name, x, y: TensorDomain(name, x, y, batch_size=32, seed=0)  # noqa: E731
+    split = Split(train=domain("source", x_s, y_s), target=domain("target", x_t, y_t), test=domain("test", x_t, y_t),
+                  source_test=domain("source", x_s, y_s), classes=["upper", "lower"],
+                  source_val=domain("source_val", x_v, y_v))
+    run = selection.RunContext(config, Accelerator(cpu=True), split, torch.arange(400), steps=150)
+    return run, y_t, y_v
+
+
+@pytest.mark.parametrize("method", ["dann", "baseline"])
+def test_reverse_validation_of_constant_pseudo_labels_is_that_class_share(monkeypatch, method):
+    """A model that calls every target example class 0 teaches the reverse model one class:
+    its source validation accuracy is class 0's share there, whatever else happens."""
+    run, _, y_v = moons_run(monkeypatch, method)
+    logits_t = torch.tensor([[5.0, -5.0]]).repeat(400, 1)
+    score = selection.reverse_validation(evidence(logits_t=logits_t, labels_val=y_v, run=run))
+    assert score == pytest.approx((y_v == 0).float().mean().item())
+
+
+def test_reverse_validation_of_a_right_model_is_high(monkeypatch):
+    run, y_t, y_v = moons_run(monkeypatch)
+    logits_t = F.one_hot(y_t, 2).float() * 10  # the true target labels
+    assert selection.reverse_validation(evidence(logits_t=logits_t, labels_val=y_v, run=run)) > 0.9
+
+
+# ---------------------------------------------------------------------------- the source validation split
+
+def test_held_out_split_is_stratified_disjoint_and_fixed():
+    labels = torch.tensor([0] * 50 + [1] * 30 + [2] * 20)
+    kept, val = held_out(labels, 0.1, seed=5)
+    assert len(val) == 10 and torch.bincount(labels[val]).tolist() == [5, 3, 2]
+    assert sorted(kept.tolist() + val.tolist()) == list(range(100))
+    assert torch.equal(held_out(labels, 0.1, seed=5)[1], val) and not torch.equal(held_out(labels, 0.1, seed=6)[1], val)
+    assert len(held_out(torch.zeros(4, dtype=torch.long), 0.1, seed=0)[1]) == 1  # at least one
+
+
+def test_split_validation_refuses_to_leave_nothing_to_train_on():
+    domain = TensorDomain("photo", torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), batch_size=1, seed=0)
+    assert split_validation(domain, 0.0) == (domain, None)
+    with pytest.raises(Exception, match="--source_val 0.5 leaves none of the 1 images of photo"):
+        split_validation(domain, 0.5)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--source_val", "1"], "--source_val must be in [0, 1)"),
+    (["--source_val", "-0.1"], "--source_val must be in [0, 1)"),
+    (["--select_rules", "snd,oracle"], "--select_rules: unknown oracle"),
+    (["--rv_steps", "0"], "--rv_steps must be >= 1"),
+])
+def test_bad_selection_flags_are_one_line(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_config("dann", argv)
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_select_rules_shorthands():
+    from dann.config import selection_rules
+
+    assert selection_rules(make_config(select_rules="cheap")) == ["source_val_acc", "source_val_loss", "entropy", "snd"]
+    assert selection_rules(make_config(select_rules="none")) == []
+    assert selection_rules(make_config(select_rules="dev,snd")) == ["snd", "dev"]
+    assert selection_rules(make_config(), trains=True) == ["iwcv", "dev", "reverse_val"]
+
+
+# ---------------------------------------------------------------------------- every method records them
+
+@pytest.fixture
+def pacs16(tmp_path):
+    return write_tiny_pacs(tmp_path / "PACS", per_class=8)  # 16 images a domain
+
+
+@pytest.mark.parametrize("method", list(plugins.METHODS))
+def test_results_of_every_method_carry_the_selection_scores(method, pacs16, tmp_path, monkeypatch):
+    from dann.cli import main
+
+    register(monkeypatch)
+    out = tmp_path / method
+    flags = ["--cpu", "--backbone", "tiny", "--pretrained", "none", "--data_root", str(pacs16), "--batch_size", "4",
+             "--epochs", "2", "--num_workers", "0", "--no-tsne", "--source_val", "0.25", "--output_dir", str(out),
+             "--cache_dir", str(tmp_path / "cache")]
+    flags += ["--bottleneck_dim", "8"] if method == "adabn" else []  # AdaBN needs batch norm
+    assert main("baseline" if method == plugins.BASELINE else "dann",
+                flags + ([] if method == plugins.BASELINE else ["--method", method])) == 0
+    results = json.loads((out / "results.json").read_text())
+    names = [f"select/{n}" for n in plugins.SELECTION]
+    assert all(math.isfinite(results[k]) for k in names), {k: results.get(k) for k in names}
+    assert results["select_images"] == {"source_val": 4, "target": 16} and results["source_val_images"] == {"photo": 4}
+    assert results["runs"][0]["select/snd"] == results["select/snd"]  # per seed, and their mean at top level
+    cheap = [f"select/{n}" for n, rule in plugins.SELECTION.items() if not rule.trains]
+    for record in results["epochs"]:  # the cheap ones at each evaluation too; the last is the end's
+        assert set(cheap) < set(record) and "select/iwcv" not in record
+    assert all(results["epochs"][-1][k] == pytest.approx(results[k]) for k in cheap)
