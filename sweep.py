@@ -7,6 +7,8 @@ or the whole first homework in one command.
     python sweep.py run sweeps/4C_dann_xdomain.yaml --out runs/sweeps/4C      # one grid, resumable
     python sweep.py run sweeps/4C_dann_xdomain.yaml --out runs/sweeps/4C --gpus 0,1,2,3 --runs_per_gpu 4
     python sweep.py best runs/sweeps/4C --name 4D            # or: best ENTITY/PROJECT/SWEEP_ID
+    python sweep.py best runs/sweeps/3B --selection snd      # chosen without target labels (any rule)
+    python sweep.py selection runs/sweeps/3B                 # every rule against the oracle on this grid
     python sweep.py report 3A=runs/final/3A 3B=runs/final/3B 4B=runs/final/4B 4D=runs/final/4D \\
         upper=runs/final/upper --out runs/report.md
 
@@ -18,10 +20,13 @@ import os
 import shlex
 import sys
 
-from dann import report, sweeps
+from dann import plugins, report, sweeps
 from dann.errors import UserError
 
 GPU_RUNS = 4  # --runs_per_gpu default with GPUs: an estimate until benchmarks/bench_dann.py measures it
+SELECTION_HELP = ("oracle (target accuracy), xdomain (cross-domain mean), or a rule run without target labels: "
+                  + ", ".join(f"{n} ({'lower' if r.goal == 'minimize' else 'higher'} is better)"
+                              for n, r in plugins.SELECTION.items()))
 
 
 def visible_gpus() -> list[str]:
@@ -58,6 +63,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     hw.add_argument("--final_seeds", default="", help="seeds of the final runs (default 0,1,2,3,4; tiny: 0,1)")
     hw.add_argument("--scale", default="full", choices=("full", "tiny"),
                     help="'tiny': 2 points per grid, 2 steps at batch 8 on the CPU (a check of the pipeline)")
+    hw.add_argument("--selection", default="", help="rules, comma-separated, that also choose the baseline's and "
+                                                     "DANN's configuration on the 3A/3B grids without target labels "
+                                                     "(rows 3A-NAME, 3B-NAME): " + ", ".join(plugins.SELECTION))
     add_runner_flags(hw, "all")
     tab = sub.add_parser("table", help="methods x domain pairs x backbones over seeds: the comparison table")
     tab.add_argument("--out", required=True, help="the table's folder (runs/, table.md, table.csv, paired.md)")
@@ -73,6 +81,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     tab.add_argument("--backbones", default="", help="comma-separated backbones (default: the recipes', else lenet)")
     tab.add_argument("--seeds", default="", help="seeds of every cell, mean ± std (default: the recipes', "
                                                  "else 0,1,2,3,4)")
+    tab.add_argument("--selection", default="", help="how a recipe row with a grid (a YAML list of values) is "
+                                                      "chosen in each cell: " + SELECTION_HELP)
     add_runner_flags(tab, "all")
     run = sub.add_parser("run", help="run a sweep YAML's grid locally; finished runs are skipped")
     run.add_argument("sweep", help="a W&B sweep YAML, e.g. sweeps/4C_dann_xdomain.yaml")
@@ -86,6 +96,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     best.add_argument("--target", default="art_painting", help="target domain of the final run")
     best.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the final run")
     best.add_argument("--name", default="", help="experiment name (e.g. 4B): W&B group and runs/final/NAME")
+    best.add_argument("--selection", default="", help=SELECTION_HELP + " (default: the sweep's metric)")
+    sel = sub.add_parser("selection", help="every selection rule against the oracle on finished grids: "
+                                           "its pick's target accuracy, regret, Spearman rank correlation")
+    sel.add_argument("folders", nargs="+", metavar="RUN_FOLDER", help="local sweep folders (sweep.py run --out)")
+    sel.add_argument("--out", default="", help="where selection.md/.csv and the scatter plots go "
+                                               "(default: RUN_FOLDER/selection for one folder)")
+    sel.add_argument("--wandb_project", default="", help="also log the table and plots to W&B in this project")
+    sel.add_argument("--wandb_entity", default="")
     rep = sub.add_parser("report", help="the comparison table from recorded runs")
     rep.add_argument("rows", nargs="+", metavar="NAME=SOURCE",
                      help="e.g. 4D=runs/final/4D; SOURCE: run folder, results.json, sweep folder, wandb:PATH")
@@ -104,7 +122,7 @@ def main(argv: list[str]) -> int:
         gpus, per_gpu = runner_settings(args)
         seeds = args.final_seeds or ("0,1" if args.scale == "tiny" else "0,1,2,3,4")
         run_homework(args.out, gpus=gpus, runs_per_gpu=per_gpu, final_seeds=seeds, scale=args.scale,
-                     wandb_mode=args.wandb, extra=extra)
+                     wandb_mode=args.wandb, extra=extra, selection=[n for n in args.selection.split(",") if n])
     elif args.command == "table":
         from dann.compare import load_recipes, rows_from_methods, run_table
 
@@ -121,7 +139,8 @@ def main(argv: list[str]) -> int:
         backbones = args.backbones or ",".join(spec.get("backbones", [])) or "lenet"
         run_table(args.out, dataset=args.dataset or spec.get("dataset", "digits"), pairs=pairs, rows=rows,
                   backbones=backbones.split(","), seeds=args.seeds or str(spec.get("seeds", "0,1,2,3,4")),
-                  gpus=gpus, runs_per_gpu=per_gpu, wandb_mode=args.wandb, common=spec.get("common"), extra=extra)
+                  gpus=gpus, runs_per_gpu=per_gpu, wandb_mode=args.wandb, common=spec.get("common"), extra=extra,
+                  selection=args.selection)
     elif args.command == "run":
         gpus, per_gpu = runner_settings(args)
         rows = sweeps.run_local(args.sweep, args.out, extra, args.launcher, gpus, args.wandb, args.max_runs, per_gpu)
@@ -130,8 +149,14 @@ def main(argv: list[str]) -> int:
               f"{count['pending']} left -> {args.out}/table.md")
     elif args.command == "best":
         config, rows = sweeps.collect(args.sweep)
+        by = ""
+        if args.selection:
+            from dann.model_selection import criterion, rescored
+
+            config, rows = rescored(config, rows, args.selection)
+            by = f" by {criterion(args.selection).label}"
         chosen = sweeps.best_run(config, rows)
-        print(f"best of {sum(r['metric'] is not None for r in rows)} finished runs: "
+        print(f"best of {sum(r['metric'] is not None for r in rows)} finished runs{by}: "
               f"{config['metric']['name']}={chosen['metric']:.4f} ({chosen['key']})")
         for k, v in chosen["params"].items():
             print(f"  {k}: {v}")
@@ -139,6 +164,13 @@ def main(argv: list[str]) -> int:
             print(f"  (and, after --: {shlex.join(chosen['extra'])})")
         command = sweeps.final_command(config, chosen, args.target, args.seeds, args.name)
         print("final run:\n  " + shlex.join(command))
+    elif args.command == "selection":
+        from dann.model_selection import analyse
+
+        if not args.out and len(args.folders) > 1:
+            raise UserError("sweep.py selection with several RUN_FOLDERs needs --out: where the table goes")
+        out = args.out or os.path.join(args.folders[0], "selection")
+        print(analyse(args.folders, out, args.wandb_project, args.wandb_entity) + f"-> {out}/selection.md", end="\n")
     else:
         sources = dict(row.split("=", 1) if "=" in row else (row, row) for row in args.rows)
         table = report.build_table(sources)

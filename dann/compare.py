@@ -9,15 +9,19 @@ A row is a method and its flags: a name of --methods (the method with its defaul
 `baseline` trains on the source, `upper` on the labeled target), or a row of a recipes YAML
 (`rows: {NAME: {method: M, FLAG: VALUE, ...}}`, with `common:` flags for every run and the
 table's own defaults: dataset, pairs, backbones, seeds). Every cell is one training run over
-all seeds, started by the runner (K at a time per GPU, restartable). Flags after `--` go to
-every run that takes them. Written: table.md (mean ± std over seeds), table.csv (every
+all seeds, started by the runner (K at a time per GPU, restartable); a row whose recipe gives
+a flag a list of values is a grid, and each cell reports the point --selection chooses
+(oracle, xdomain or an unsupervised rule; chosen.md lists the choices). Flags after `--` go
+to every run that takes them. Written: table.md (mean ± std over seeds), table.csv (every
 seed), and paired.md: each row's gain over the source-only row of the same pair and seeds.
 """
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
+import itertools
 import json
 import re
 import statistics
@@ -30,6 +34,7 @@ import yaml
 from dann import plugins
 from dann.config import get_args_parser
 from dann.errors import UserError
+from dann.model_selection import best_index, criterion
 from dann.runner import Job, Runner, read_metric
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,11 +47,21 @@ TABLE_KEYS = {"dataset", "pairs", "backbones", "seeds", "common", "rows"}
 class Row:
     name: str  # the row's label in the table
     method: str  # 'baseline', 'upper' or a method of train_dann.py
-    flags: dict = field(default_factory=dict)  # its recipe: flag -> value
+    flags: dict = field(default_factory=dict)  # its recipe: flag -> value, or a list of values to choose from
 
     @property
     def script(self) -> str:
         return "baseline" if self.method in ("baseline", "upper") else "dann"
+
+    @property
+    def grid(self) -> list[str]:
+        """The flags it searches (given a list of values), chosen per cell by --selection."""
+        return [k for k, v in self.flags.items() if isinstance(v, list)]
+
+    def points(self) -> list[dict]:
+        """Its recipes: one, or the grid's every combination."""
+        values = [v if isinstance(v, list) else [v] for v in self.flags.values()]
+        return [dict(zip(self.flags, combo)) for combo in itertools.product(*values)]
 
 
 def rows_from_methods(methods: list[str]) -> list[Row]:
@@ -110,42 +125,100 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
-def cell_job(out: Path, dataset: str, pair: tuple[str, str], backbone: str, row: Row, seeds: str,
-             common: dict, extra: list[str]) -> Job:
+def cell_jobs(out: Path, dataset: str, pair: tuple[str, str], backbone: str, row: Row, seeds: str,
+              common: dict, extra: list[str]) -> list[Job]:
+    """The row's runs in one cell: one per point of its grid (one for a plain recipe)."""
     source, target = pair
-    flags = [f"--dataset={dataset}", f"--source={source}", f"--target={target}", f"--backbone={backbone}",
-             f"--seeds={seeds}"]
-    flags += {"baseline": [], "upper": ["--train_on=target"]}.get(row.method, [f"--method={row.method}"])
-    recipe = {k: v for k, v in {**common, **row.flags}.items() if k != "backbone"}
-    flags += flags_for(row.script, row.method, flag_list(recipe)) + flags_for(row.script, row.method, extra)
-    command = ["accelerate", "launch", "--quiet", "--config_file", str(ROOT / "accelerate_config.yaml"),
-               str(ROOT / f"train_{row.script}.py"), *flags]
-    identity = hashlib.sha1(json.dumps(flags).encode()).hexdigest()[:6]  # another recipe, another folder
-    run_dir = out / "runs" / f"{source}-{target}" / backbone / f"{slug(row.name)}-{identity}"
-    return Job(command, run_dir, "target_acc",
-               {"pair": list(pair), "backbone": backbone, "row": row.name, "method": row.method})
+    jobs = []
+    for point in row.points():
+        flags = [f"--dataset={dataset}", f"--source={source}", f"--target={target}", f"--backbone={backbone}",
+                 f"--seeds={seeds}"]
+        flags += {"baseline": [], "upper": ["--train_on=target"]}.get(row.method, [f"--method={row.method}"])
+        recipe = {k: v for k, v in {**common, **point}.items() if k != "backbone"}
+        flags += flags_for(row.script, row.method, flag_list(recipe)) + flags_for(row.script, row.method, extra)
+        command = ["accelerate", "launch", "--quiet", "--config_file", str(ROOT / "accelerate_config.yaml"),
+                   str(ROOT / f"train_{row.script}.py"), *flags]
+        identity = hashlib.sha1(json.dumps(flags).encode()).hexdigest()[:6]  # another recipe, another folder
+        run_dir = out / "runs" / f"{source}-{target}" / backbone / f"{slug(row.name)}-{identity}"
+        jobs.append(Job(command, run_dir, "target_acc",
+                        {"pair": list(pair), "backbone": backbone, "row": row.name, "method": row.method,
+                         "point": {k: point[k] for k in row.grid}}))
+    return jobs
+
+
+def job_value(job: Job, key: str) -> float | None:
+    """`key` of a finished job's results.json (None if it has not finished or lacks it)."""
+    if read_metric(job.run_dir, job.metric) is None:
+        return None
+    value = json.loads((job.run_dir / "results.json").read_text()).get(key)
+    return None if value is None else float(value)
+
+
+def choose_points(jobs: list[Job], selection: str) -> tuple[list[Job], str]:
+    """One job per cell (pair, backbone, row): a grid row's point with the best --selection score
+    (mean over seeds; xdomain: the point's mean target accuracy on the table's other pairs),
+    relabeled with the rule; and chosen.md, the table of what was chosen."""
+    cells: dict = {}
+    for job in jobs:
+        cells.setdefault((tuple(job.params["pair"]), job.params["backbone"], job.params["row"]), []).append(job)
+    if all(len(c) == 1 for c in cells.values()):
+        return jobs, ""
+    chosen_by = criterion(selection)
+    kept, lines = [], [f"Grid rows chosen per cell by {chosen_by.label}, the score's mean over seeds:", "",
+                       "| row | pair | backbone | chosen | score | finished |", "|---|---|---|---|---|---|"]
+    for (pair, backbone, row), candidates in cells.items():
+        if len(candidates) == 1:
+            kept.append(candidates[0])
+            continue
+        if selection == "xdomain":
+            values = []
+            for job in candidates:
+                others = [job_value(j, "target_acc") for j in jobs if j.params["backbone"] == backbone
+                          and j.params["row"] == row and j.params["point"] == job.params["point"]
+                          and tuple(j.params["pair"]) != pair]
+                values.append(statistics.fmean(others) if others and None not in others else None)
+        else:
+            values = [job_value(job, chosen_by.key) for job in candidates]
+        best = best_index(values, chosen_by.goal)
+        job = candidates[0 if best is None else best]
+        kept.append(dataclasses.replace(job, params={**job.params, "row": f"{row} (by {chosen_by.name})"}))
+        point = ", ".join(f"{k}={v}" for k, v in job.params["point"].items())
+        score = "" if best is None else f"{values[best]:.4f}"
+        lines.append(f"| {row} | {pair[0]} → {pair[1]} | {backbone} | {point if best is not None else 'none yet'} "
+                     f"| {score} | {sum(v is not None for v in values)} of {len(values)} |")
+    return kept, "\n".join(lines) + "\n"
 
 
 def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], rows: list[Row],
               backbones: list[str], seeds: str, gpus: list[str] | None, runs_per_gpu: int,
-              wandb_mode: str = "off", common: dict | None = None, extra: list[str] = ()) -> str:
-    """Train every cell (skipping finished ones), write table.md / table.csv / paired.md;
-    returns the Markdown table."""
+              wandb_mode: str = "off", common: dict | None = None, extra: list[str] = (),
+              selection: str = "") -> str:
+    """Train every cell (skipping finished ones), write table.md / table.csv / paired.md (and
+    chosen.md for rows with a grid, chosen per cell by `selection`); returns the Markdown table."""
     out, common = Path(out), dict(common or {})
     for row in rows:
         check_row(row, common)
+        if row.grid and not selection:
+            raise UserError(f"row {row.name!r} searches {', '.join(row.grid)}: give --selection, how each cell "
+                            f"chooses (oracle, xdomain or a rule such as snd)")
+    if selection:
+        criterion(selection)  # an unknown rule stops here, before anything runs
     extra = list(extra) + (["--report_to=none"] if wandb_mode == "off" else [])
-    jobs = [cell_job(out, dataset, pair, backbone, row, seeds, common, extra)
-            for pair in pairs for backbone in backbones for row in rows]
+    jobs = [job for pair in pairs for backbone in backbones for row in rows
+            for job in cell_jobs(out, dataset, pair, backbone, row, seeds, common, extra)]
     start = time.time()
     Runner([g for g in (gpus or [None]) for _ in range(runs_per_gpu)], wandb_mode).run(jobs)
+    jobs, chosen = choose_points(jobs, selection)
     markdown, csv_rows = table(jobs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(markdown)
     with open(out / "table.csv", "w", newline="") as f:
         csv.writer(f).writerows(csv_rows)
     (out / "paired.md").write_text(paired(jobs))
-    print(markdown + "\n" + paired(jobs) + f"\n-> {out / 'table.md'} ({time.time() - start:.0f} s)", flush=True)
+    if chosen:
+        (out / "chosen.md").write_text(chosen)
+    print(markdown + "\n" + paired(jobs) + "\n" + chosen + f"\n-> {out / 'table.md'} ({time.time() - start:.0f} s)",
+          flush=True)
     return markdown
 
 

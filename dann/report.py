@@ -22,7 +22,9 @@ EXPERIMENTS = {  # the seed's names -> what the row means
     "4D": "DANN, hyperparameters by cross-domain validation (cartoon, sketch)",
     "upper": "baseline trained on the labeled target domain (upper bound)",
 }
-COLUMNS = ["experiment", "description", "method", "source -> target", "target accuracy (%)", "seeds", "source"]
+COLUMNS = ["experiment", "description", "method", "source -> target", "target accuracy (%)", "seeds", "source",
+           "chosen by"]
+CHOSEN_BY = {"3A": "oracle", "3B": "oracle", "4B": "xdomain", "4D": "xdomain"}  # the seed's rules
 # Rows: the mean over seeds, ± the sample standard deviation (no ± for a single seed).
 
 
@@ -68,14 +70,22 @@ def load_row(source: str) -> dict:
     return _from_results(results, source)
 
 
-def build_table(sources: dict[str, str]) -> list[list]:
-    """Rows in COLUMNS order, one per NAME=SOURCE, in the order given."""
+def build_table(sources: dict[str, str], chosen_by: dict[str, str] | None = None) -> list[list]:
+    """Rows in COLUMNS order, one per NAME=SOURCE, in the order given; `chosen_by`: the rule
+    that chose each row's configuration (default: the seed's, for its experiment names)."""
+    from dann.model_selection import criterion  # the rules' labels
+
+    chosen_by = {**{k: criterion(v).label for k, v in CHOSEN_BY.items()}, **(chosen_by or {})}
     table = []
     for name, source in sources.items():
         row = load_row(source)
         accuracy = f"{100 * row['mean']:.2f}" + (f" ± {100 * row['std']:.2f}" if row["seeds"] > 1 else "")
-        table.append([name, EXPERIMENTS.get(name, ""), row["method"], row["domains"], accuracy,
-                      row["seeds"], row["origin"]])
+        description = EXPERIMENTS.get(name, "")
+        base = name.split("-")[0]
+        if not description and base in EXPERIMENTS:  # 3B-snd: 3B's grid, chosen by another rule
+            description = f"{EXPERIMENTS[base].split(',')[0]}, hyperparameters chosen on the {base} grid without target labels"
+        table.append([name, description, row["method"], row["domains"], accuracy, row["seeds"], row["origin"],
+                      chosen_by.get(name, "")])
     return table
 
 

@@ -272,7 +272,7 @@ def reverse_accuracy(run: RunContext, pseudo_labels: torch.Tensor) -> float:
     bad = torch.zeros((), dtype=torch.bool, device=accelerator.device)
     net.train()
     for step in range(run.steps):
-        if run.stop is not None and run.stop.signum is not None:
+        if stopping(run.stop, accelerator):
             raise Unavailable("a stop signal came")
         p = step / run.steps
         for group in optimizer.param_groups:  # the step schedule's drops are epochs away: its base rate
@@ -294,6 +294,11 @@ def reverse_accuracy(run: RunContext, pseudo_labels: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------------------- what a run records
 
+def stopping(stop, accelerator) -> bool:
+    """A stop signal, in a one-process run (several processes would part ways: they finish)."""
+    return stop is not None and stop.signum is not None and accelerator.num_processes == 1
+
+
 def _batches(domain, index: torch.Tensor):
     for part in index.split(domain.batch_size):
         yield domain.eval_inputs(part)
@@ -305,7 +310,8 @@ def outputs(net, domain, index: torch.Tensor | None, unlabeled, accelerator, fea
     """Logits (N, C) and, with `features`, G_f features (N, d) (`embed`) of the examples `index`
     of `domain` (default: all), on this process alone: no collective, every process computes
     the same. Under the statistics of `unlabeled` (a domain's unlabeled training images) for
-    methods that read them before predicting (AdaBN). A stop signal raises StopRequested."""
+    methods that read them before predicting (AdaBN). A stop signal raises StopRequested
+    (one process only: several agree on stopping at the loop's checks, as `evaluate` does)."""
     from dann.train import StopRequested
 
     index = torch.arange(len(domain)) if index is None else index
@@ -317,7 +323,7 @@ def outputs(net, domain, index: torch.Tensor | None, unlabeled, accelerator, fea
         with stats, accelerator.autocast():
             net.eval()
             for x in _batches(domain, index):
-                if stop is not None and stop.signum is not None:
+                if stopping(stop, accelerator):
                     raise StopRequested
                 logits.append(net.predict(x).float())
                 if features:

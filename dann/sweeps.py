@@ -198,7 +198,8 @@ def collect_wandb(path: str) -> tuple[dict, list[dict]]:
         rows.append({"key": run.id, "status": run.state if value is not None else "failed",
                      "metric": None if value is None else float(value),
                      "params": {k: run.config.get(k) for k in config["parameters"]},
-                     "error": "", "results": f"wandb:{'/'.join(run.path)}"})
+                     "error": "", "results": f"wandb:{'/'.join(run.path)}",
+                     "summary": {k: v for k, v in run.summary.items() if isinstance(v, (int, float))}})
     return config, rows
 
 

@@ -53,8 +53,13 @@ def train(argv: list[str], env: dict | None = None, method: str = "dann") -> sub
 
 
 def metrics(out: Path) -> dict:
+    """What must come out the same after a resume: the per-epoch records (the cheap selection
+    scores of each evaluation included), the accuracies, and the end-of-run selection scores
+    (reverse validation retrains a model, on its own seeded stream)."""
     results = json.loads((out / "results.json").read_text())
-    return {k: results[k] for k in ("epochs", "target_acc", "source_acc", "best_target_acc", "steps")}
+    selected = {k: v for k, v in results.items() if k.startswith("select/")}
+    assert {"select/snd", "select/reverse_val"} <= set(selected), selected
+    return {**selected, **{k: results[k] for k in ("epochs", "target_acc", "source_acc", "best_target_acc", "steps")}}
 
 
 @pytest.fixture(scope="module")

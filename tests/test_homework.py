@@ -9,13 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from conftest import ROOT, write_tiny_pacs
 from train_helpers import clean_env
 
-ROWS = ("3A", "3B", "4B", "4D", "upper")
+ROWS = ("3A", "3B", "4B", "4D", "3A-snd", "3B-snd", "upper")  # 3A-snd, 3B-snd: --selection snd
 
 
 def alive(pid: int) -> bool:
@@ -31,7 +32,8 @@ def test_tiny_homework_stops_with_its_runs_restarts_and_reports(tmp_path):
     data = write_tiny_pacs(tmp_path / "PACS", domains=("photo", "art_painting", "cartoon", "sketch"))
     out = tmp_path / "homework"
     command = [sys.executable, str(ROOT / "sweep.py"), "homework", "--out", str(out), "--scale", "tiny",
-               "--wandb", "off", "--runs_per_gpu", "2", "--", f"--data_root={data}", f"--cache_dir={tmp_path / 'cache'}"]
+               "--wandb", "off", "--runs_per_gpu", "2", "--selection", "snd", "--", f"--data_root={data}",
+               f"--cache_dir={tmp_path / 'cache'}"]
     env = clean_env(tmp_path)
     runner = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
@@ -59,3 +61,10 @@ def test_tiny_homework_stops_with_its_runs_restarts_and_reports(tmp_path):
     chosen = json.loads((out / "final" / "4D" / "params.json").read_text())
     assert chosen["from"].startswith("4C: ")  # 4D's configuration came from the cross-domain sweep
     assert (out / "report.csv").read_text().count("\n") == 1 + len(ROWS)
+    cells = {c[0]: c for c in ([c.strip() for c in line.split("|")[1:-1]] for line in table.splitlines()[2:])}
+    assert cells["3B"][-1].startswith("oracle") and cells["4D"][-1].startswith("xdomain")
+    assert cells["3B-snd"][-1] == "snd (higher is better)" and cells["upper"][-1] == ""  # the rule that chose it
+    final = json.loads((Path(cells["3B-snd"][-2]) / "params.json").read_text())  # its final run (maybe 3B's)
+    grid_run = out / "sweeps" / "3B" / "runs" / final["from"].removeprefix("3B: ")
+    assert "select/snd" in json.loads((grid_run / "results.json").read_text())  # what the grid's runs recorded
+

@@ -215,3 +215,201 @@ def test_results_of_every_method_carry_the_selection_scores(method, pacs16, tmp_
     for record in results["epochs"]:  # the cheap ones at each evaluation too; the last is the end's
         assert set(cheap) < set(record) and "select/iwcv" not in record
     assert all(results["epochs"][-1][k] == pytest.approx(results[k]) for k in cheap)
+
+
+# ---------------------------------------------------------------------------- choosing on a grid
+
+def written_grid(folder, scores: dict[float, dict], target="art_painting", extra=(), seeds=(0, 1)):
+    """A finished local sweep over alpha, as `sweep.py run` leaves it, from hand-written
+    results.json files: scores[alpha] = {'target_acc': [per seed], 'snd': [per seed], ...}."""
+    from dann import sweeps
+    from dann.tracking import summarize
+
+    config = {"program": "train_dann.py", "method": "grid", "metric": {"name": "target_acc", "goal": "maximize"},
+              "parameters": {"source": {"value": "photo"}, "target": {"value": target},
+                             "alpha": {"values": list(scores)}}}
+    folder.mkdir(parents=True)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(config))
+    (folder / "extra_args.json").write_text(json.dumps(list(extra)))
+    for alpha, values in scores.items():
+        params = {"source": "photo", "target": target, "alpha": alpha}
+        runs = [{"target": target, "seed": s, "target_acc": values["target_acc"][i], "best_target_acc": 0.0,
+                 "source_acc": 0.9, **{f"select/{k}": v[i] for k, v in values.items() if k != "target_acc"}}
+                for i, s in enumerate(seeds)]
+        run_dir = folder / "runs" / sweeps.run_key(params, list(extra))
+        run_dir.mkdir(parents=True)
+        (run_dir / "results.json").write_text(json.dumps(
+            {"method": "dann", "config": {"source": "photo", "target": target, "alpha": alpha}, **summarize(runs),
+             "runs": runs}))
+    return folder
+
+
+GRID = {  # alpha: per-seed target accuracy and scores. The oracle's pick is alpha 0.3 on both seeds.
+    0.1: {"target_acc": [0.50, 0.52], "snd": [1.0, 1.1], "entropy": [0.2, 0.2], "source_val_acc": [0.9, 0.9]},
+    0.3: {"target_acc": [0.60, 0.62], "snd": [2.0, 2.1], "entropy": [0.9, 0.8], "source_val_acc": [0.9, 0.9]},
+    1.0: {"target_acc": [0.40, 0.56], "snd": [1.5, 1.6], "entropy": [0.5, 0.5], "source_val_acc": [0.8, 0.9]},
+}
+
+
+def sweep_main(capsys, *argv) -> str:
+    import sweep
+
+    assert sweep.main(list(argv)) == 0
+    return capsys.readouterr().out
+
+
+def test_best_picks_by_the_rule_asked_for(tmp_path, capsys):
+    folder = written_grid(tmp_path / "grid", GRID)
+    by_snd = sweep_main(capsys, "best", str(folder), "--selection", "snd")  # higher is better: alpha 0.3
+    assert "by snd (higher is better): select/snd=2.0500" in by_snd and "alpha: 0.3" in by_snd
+    by_entropy = sweep_main(capsys, "best", str(folder), "--selection", "entropy")  # lower is better: alpha 0.1
+    assert "by entropy (lower is better): select/entropy=0.2000" in by_entropy and "alpha: 0.1" in by_entropy
+    oracle = sweep_main(capsys, "best", str(folder), "--selection", "oracle")
+    assert "target_acc=0.6100" in oracle and "--alpha=0.3" in oracle.split("final run:")[1]
+
+
+def test_best_with_a_rule_no_run_recorded_is_one_line(tmp_path, capsys):
+    import sweep
+
+    from dann.errors import UserError
+
+    folder = written_grid(tmp_path / "grid", GRID)
+    with pytest.raises(UserError, match="--selection dev: none of the 3 finished runs has select/dev"):
+        sweep.main(["best", str(folder), "--selection", "dev"])
+    with pytest.raises(UserError, match="--selection xdomain: none of the 3 finished runs"):
+        sweep.main(["best", str(folder), "--selection", "xdomain"])
+    with pytest.raises(UserError, match="--selection nope: unknown rule; choose from oracle, xdomain, source_val_acc"):
+        sweep.main(["best", str(folder), "--selection", "nope"])
+
+
+def test_selection_table_measures_each_rule_against_the_oracle(tmp_path, capsys):
+    """By hand: the oracle picks alpha 0.3 (60, 62). SND ranks like the oracle on seed 1 and
+    picks 0.3 on both seeds: regret 0. Entropy (lower is better) picks 0.1: regret 10 points on
+    each seed. Source validation accuracy ties 0.1 and 0.3 on seed 0 (mean 55: regret 5), and
+    ties all three on seed 1 (mean 56.67: regret 5.33). A second pair (photo -> cartoon) with the
+    same grid makes xdomain choose by the other pair's accuracy."""
+    first = written_grid(tmp_path / "art", GRID)
+    cartoon = {0.1: {"target_acc": [0.30, 0.30], "snd": [1.0, 1.0]}, 0.3: {"target_acc": [0.20, 0.20], "snd": [1.0, 2.0]},
+               1.0: {"target_acc": [0.10, 0.10], "snd": [3.0, 3.0]}}
+    second = written_grid(tmp_path / "cartoon", cartoon, target="cartoon")
+    printed = sweep_main(capsys, "selection", str(first), str(second), "--out", str(tmp_path / "sel"))
+    rows = {r["rule"]: r for r in csv_rows(tmp_path / "sel" / "selection.csv")}
+    assert list(rows) == ["oracle", "xdomain", "source_val_acc", "entropy", "snd"]
+    assert float(rows["oracle"]["regret"]) == 0 and float(rows["oracle"]["spearman"]) == pytest.approx(1)
+    # art: snd picks 0.3 twice (regret 0, 0); cartoon: snd picks 1.0 twice (regret 20, 20)
+    assert float(rows["snd"]["regret"]) == pytest.approx(10) and float(rows["snd"]["worst_regret"]) == pytest.approx(20)
+    assert float(rows["snd"]["target_acc"]) == pytest.approx((60 + 62 + 10 + 10) / 4)
+    # ranks of snd against ranks of accuracy over alpha 0.1, 0.3, 1.0: art seed 0 (1, 3, 2) vs (2, 3, 1):
+    # rho 0.5; seed 1 (1, 3, 2) vs (1, 3, 2): 1; cartoon seed 0 (1.5, 1.5, 3) vs (3, 2, 1): -0.866; seed 1: -1
+    assert float(rows["snd"]["spearman"]) == pytest.approx((0.5 + 1 - math.sqrt(3) / 2 - 1) / 4)
+    assert float(rows["entropy"]["regret"]) == pytest.approx(10) and rows["entropy"]["choices"] == "2"
+    assert float(rows["source_val_acc"]["regret"]) == pytest.approx((5 + (62 - (52 + 62 + 56) / 3)) / 2)
+    # xdomain on art chooses by cartoon's mean (0.1: 30), regret 10 twice; on cartoon by art's (0.3), regret 10
+    assert float(rows["xdomain"]["regret"]) == pytest.approx(10)
+    assert "| snd | higher | 35.50 | 10.00 | 20.00 |" in printed and "lower" in rows["entropy"]["better"]
+    for rule in ("snd", "entropy", "source_val_acc"):
+        assert (tmp_path / "sel" / f"scatter_{rule}.png").stat().st_size > 1000
+    assert len(csv_rows(tmp_path / "sel" / "selection_runs.csv")) == 12  # 3 alphas x 2 pairs x 2 seeds
+
+
+def csv_rows(path):
+    import csv
+
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_selection_needs_a_choice_to_measure(tmp_path):
+    import sweep
+
+    from dann.errors import UserError
+
+    folder = written_grid(tmp_path / "grid", {0.1: GRID[0.1]})
+    with pytest.raises(UserError, match="no pair and seed of these grids has two finished configurations"):
+        sweep.main(["selection", str(folder)])
+    with pytest.raises(UserError, match="needs --out"):
+        sweep.main(["selection", str(folder), str(folder)])
+
+
+@pytest.mark.slow
+def test_selection_on_a_tiny_trained_grid_writes_its_table_and_figures(tmp_path):
+    """2 configurations x 2 seeds, 2 steps each, on the CPU: `sweep.py run`, then `sweep.py selection`."""
+    data = write_tiny_pacs(tmp_path / "PACS", per_class=8, size=32)  # 32x32: LeNet takes them as they are
+    config = {"program": "train_dann.py", "method": "grid", "metric": {"name": "target_acc", "goal": "maximize"},
+              "parameters": {"dataset": {"value": "folder"}, "data_root": {"value": str(data)},
+                             "source": {"value": "photo"}, "target": {"value": "art_painting"},
+                             "backbone": {"value": "lenet"}, "pretrained": {"value": "none"},
+                             "seeds": {"value": "0,1"}, "alpha": {"values": [0.1, 1.0]}},
+              "command": ["${interpreter}", "${program}", "${args}"]}
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    env = clean_env(tmp_path)
+    quick = ["--cpu", "--max_steps=2", "--batch_size=4", "--no-tsne", "--num_workers=0", "--source_val=0.25",
+             f"--cache_dir={tmp_path / 'cache'}"]
+    run = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "run", str(tmp_path / "tiny.yaml"), "--out",
+                          str(tmp_path / "grid"), "--launcher", "python", "--wandb", "off", "--", *quick],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0 and "2 of 2 runs finished" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+    analysed = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "selection", str(tmp_path / "grid")],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert analysed.returncode == 0, analysed.stderr[-3000:]
+    out = tmp_path / "grid" / "selection"
+    table = (out / "selection.md").read_text()
+    assert table == analysed.stdout.rsplit("-> ", 1)[0]
+    for rule in ["oracle", *plugins.SELECTION]:  # every rule, each over the 2 seeds' choices
+        assert any(line.startswith(f"| {rule} |") and line.rstrip().endswith("| 2 |") for line in table.splitlines()), rule
+    for rule in plugins.SELECTION:
+        assert (out / f"scatter_{rule}.png").stat().st_size > 1000
+    assert len(csv_rows(out / "selection_runs.csv")) == 4
+
+
+def test_a_table_row_with_a_grid_is_chosen_per_cell_by_the_rule(tmp_path):
+    from dann.compare import Row, cell_jobs, choose_points, table
+
+    row = Row("DANN", "dann", {"alpha": [0.1, 1.0], "lr": 0.01})
+    assert row.grid == ["alpha"] and row.points() == [{"alpha": 0.1, "lr": 0.01}, {"alpha": 1.0, "lr": 0.01}]
+    pairs = [("mnist", "mnist_m"), ("mnist", "uci")]
+    jobs = [j for pair in pairs for j in cell_jobs(tmp_path, "digits_shipped", pair, "lenet", row, "0,1", {}, [])]
+    assert len(jobs) == 4 and len({j.run_dir for j in jobs}) == 4
+    assert "--alpha=1.0" in jobs[1].command and "--lr=0.01" in jobs[1].command
+    recorded = {(0, 0.1): (0.50, 2.0), (0, 1.0): (0.70, 1.0), (1, 0.1): (0.40, 1.0), (1, 1.0): (0.30, 3.0)}
+    for job in jobs:
+        acc, snd = recorded[pairs.index(tuple(job.params["pair"])), job.params["point"]["alpha"]]
+        job.run_dir.mkdir(parents=True)
+        (job.run_dir / "results.json").write_text(json.dumps({"target_acc": acc, "select/snd": snd, "runs": [
+            {"seed": 0, "target_acc": acc}, {"seed": 1, "target_acc": acc}]}))
+    chosen, listing = choose_points(jobs, "snd")  # the highest snd: alpha 0.1 on mnist_m, 1.0 on uci
+    assert [j.params["point"]["alpha"] for j in chosen] == [0.1, 1.0]
+    assert {j.params["row"] for j in chosen} == {"DANN (by snd)"} and "snd (higher is better)" in listing
+    markdown, _ = table(chosen)
+    assert "| DANN (by snd) | 50.0 ± 0.0 | 30.0 ± 0.0 |" in markdown
+    chosen, _ = choose_points(jobs, "xdomain")  # by the other pair's accuracy: uci's (0.40 > 0.30), mnist_m's
+    assert [j.params["point"]["alpha"] for j in chosen] == [0.1, 1.0]
+    chosen, _ = choose_points(jobs, "oracle")
+    assert [j.params["point"]["alpha"] for j in chosen] == [1.0, 0.1]
+
+
+def test_a_table_grid_without_a_rule_is_refused_before_anything_runs(tmp_path):
+    from dann.compare import Row, run_table
+    from dann.errors import UserError
+
+    rows = [Row("DANN", "dann", {"alpha": [0.1, 1.0]})]
+    kwargs = dict(dataset="digits_shipped", pairs=[("mnist", "mnist_m")], rows=rows, backbones=["lenet"], seeds="0",
+                  gpus=None, runs_per_gpu=1)
+    with pytest.raises(UserError, match="row 'DANN' searches alpha: give --selection"):
+        run_table(tmp_path / "t", **kwargs)
+    with pytest.raises(UserError, match="--selection snf: unknown rule"):
+        run_table(tmp_path / "t", selection="snf", **kwargs)
+    assert not (tmp_path / "t").exists()
+
+
+def test_the_report_names_the_rule_that_chose_each_row(tmp_path):
+    from dann import report
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.json").write_text(json.dumps(
+        {"method": "dann", "config": {"source": "photo", "target": "art_painting"}, "target_acc": 0.5}))
+    table = report.build_table({"3B": str(tmp_path / "a"), "3B-snd": str(tmp_path / "a"), "mine": str(tmp_path / "a")},
+                               {"3B-snd": "snd (higher is better)"})
+    assert [row[-1] for row in table] == ["oracle (target accuracy: reads the target labels)",
+                                          "snd (higher is better)", ""]
+    assert table[1][1] == "DANN, hyperparameters chosen on the 3B grid without target labels"
