@@ -142,7 +142,7 @@ class TrainConfig:
         "comma-separated, of " + ", ".join(plugins.SELECTION)))
     rv_steps: int = field(default=200, metadata=_flag(
         "reverse validation's budget: steps of the fresh copy trained target -> source on the target's "
-        "pseudo-labels (at most the run's own number of steps)"))
+        "pseudo-labels (at most a quarter of the run's own steps: it adds at most a quarter to training)"))
     # fault tolerance
     checkpoint_every: int = field(default=0, metadata=_flag(
         "epochs between checkpoints in <output_dir>/checkpoints (0: only on SIGTERM/SIGINT)"))

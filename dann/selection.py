@@ -39,7 +39,7 @@ class RunContext:
     accelerator: object
     split: object  # dann.datasets.Split
     target_index: torch.Tensor  # the target sample the evidence was computed on
-    steps: int  # its budget: --rv_steps, at most the run's own steps
+    steps: int  # its budget: --rv_steps, at most a quarter of the run's own steps
     channels_last: bool = False
     stop: object = None
 
@@ -141,7 +141,8 @@ def reverse_validation(e: Evidence) -> float:
     Neural Networks", JMLR 2016, section 5.1.2): label the target with the trained model,
     y_t = argmax G_y(G_f(x_t)); train a fresh copy of the same method and network with the
     pseudo-labeled target as its source and the unlabeled source as its target, for a short
-    fixed budget (--rv_steps); its accuracy on the source validation split. A model whose
+    fixed budget (--rv_steps, at most a quarter of the run's steps); its accuracy on the source
+    validation split. A model whose
     target labels are wrong teaches the reverse model wrong classes. Higher is better."""
     logits_t, run = e.need("logits_t", "run")
     e.need("labels_val")
@@ -299,6 +300,13 @@ def stopping(stop, accelerator) -> bool:
     return stop is not None and stop.signum is not None and accelerator.num_processes == 1
 
 
+def predicts_from_embedding(net) -> bool:
+    """Whether predict(x) is G_y(embed(x)): the base Method's own predict and embed."""
+    from dann.methods.base import Method
+
+    return type(net).predict is Method.predict and type(net).embed is Method.embed
+
+
 def _batches(domain, index: torch.Tensor):
     for part in index.split(domain.batch_size):
         yield domain.eval_inputs(part)
@@ -325,6 +333,11 @@ def outputs(net, domain, index: torch.Tensor | None, unlabeled, accelerator, fea
             for x in _batches(domain, index):
                 if stopping(stop, accelerator):
                     raise StopRequested
+                if features and predicts_from_embedding(net):  # one pass through G_f
+                    f = net.embed(x)
+                    logits.append(net.classifier(f).float())
+                    feats.append(f.float().flatten(1))
+                    continue
                 logits.append(net.predict(x).float())
                 if features:
                     feats.append(net.embed(x).float().flatten(1))
@@ -402,8 +415,8 @@ def end_of_run(config: TrainConfig, model, accelerator, split, steps: int, chann
             warn("stop signal: the selection scores are skipped")
             return {}
         target_index = target_sample(len(split.target)) if split.target is not None else torch.arange(0)
-        evidence.run = RunContext(config, accelerator, split, target_index, min(config.rv_steps, steps),
-                                  channels_last, stop)
+        budget = min(config.rv_steps, max(1, steps // 4))  # adds at most a quarter to the training time
+        evidence.run = RunContext(config, accelerator, split, target_index, budget, channels_last, stop)
         values, missing = score(names, evidence)
     if missing:
         note(f"selection scores not computed: {'; '.join(missing)}")
