@@ -32,6 +32,16 @@ class Unavailable(Exception):
     """A rule cannot score this run (no validation split, no target, too few images)."""
 
 
+MISSING = {  # why an Evidence field is None
+    "logits_val": "no source validation split (--source_val 0)",
+    "labels_val": "no source validation split (--source_val 0)",
+    "logits_t": "no unlabeled target (trained on the target)",
+    "features_val": "features are collected at the end of the run",
+    "features_t": "features are collected at the end of the run",
+    "run": "it retrains the model, at the end of the run",
+}
+
+
 @dataclass
 class RunContext:
     """What reverse validation retrains with: the run's settings, data and device."""
@@ -57,15 +67,10 @@ class Evidence:
     run: RunContext | None = None
 
     def need(self, *names: str) -> list[torch.Tensor]:
-        reasons = {"logits_val": "no source validation split (--source_val 0)",
-                   "labels_val": "no source validation split (--source_val 0)",
-                   "logits_t": "no unlabeled target (trained on the target)",
-                   "features_val": "features are collected at the end of the run",
-                   "features_t": "features are collected at the end of the run",
-                   "run": "it retrains the model, at the end of the run"}
+        """The fields a rule reads; Unavailable (with why) if one is missing."""
         for name in names:
             if getattr(self, name) is None:
-                raise Unavailable(reasons[name])
+                raise Unavailable(MISSING[name])
         return [getattr(self, name) for name in names]
 
     @cached_property
@@ -219,7 +224,8 @@ def with_bias(x: torch.Tensor) -> torch.Tensor:
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, l2: float, iters: int = 100) -> torch.Tensor:
     """argmin_beta sum_i weight_i BCE(x_i . beta + b, y_i) + l2 / 2 ||beta||^2 (no penalty on
-    the bias b), by Newton's method with step halving: deterministic, exact to 1e-10."""
+    the bias b), by Newton's method with step halving: deterministic, until the objective moves by
+    less than 1e-12."""
     x = with_bias(x)
     penalty = torch.full((x.shape[1],), l2, dtype=x.dtype)
     penalty[-1] = 0

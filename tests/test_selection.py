@@ -349,12 +349,18 @@ def test_selection_on_a_tiny_trained_grid_writes_its_table_and_figures(tmp_path)
                           str(tmp_path / "grid"), "--launcher", "python", "--wandb", "off", "--", *quick],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and "2 of 2 runs finished" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
-    analysed = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "selection", str(tmp_path / "grid")],
-                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    tracked = {**env, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
+    analysed = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "selection", str(tmp_path / "grid"),
+                               "--wandb_project", "dann-pacs"], cwd=ROOT, env=tracked, capture_output=True, text=True,
+                              timeout=300)
     assert analysed.returncode == 0, analysed.stderr[-3000:]
     out = tmp_path / "grid" / "selection"
     table = (out / "selection.md").read_text()
-    assert table == analysed.stdout.rsplit("-> ", 1)[0]
+    assert analysed.stdout.startswith(table) and "W&B: " in analysed.stdout
+    from train_helpers import inspect_wandb
+
+    summary = inspect_wandb(next((tmp_path / "wandb").glob("offline-run-*")), tracked)["summary"]
+    assert summary["selection"]["_type"] == "table-file" and summary["selection"]["nrows"] == 1 + len(plugins.SELECTION)
     for rule in ["oracle", *plugins.SELECTION]:  # every rule, each over the 2 seeds' choices
         assert any(line.startswith(f"| {rule} |") and line.rstrip().endswith("| 2 |") for line in table.splitlines()), rule
     for rule in plugins.SELECTION:
