@@ -83,7 +83,8 @@ def build_table(sources: dict[str, str], chosen_by: dict[str, str] | None = None
         description = EXPERIMENTS.get(name, "")
         base = name.split("-")[0]
         if not description and base in EXPERIMENTS:  # 3B-snd: 3B's grid, chosen by another rule
-            description = f"{EXPERIMENTS[base].split(',')[0]}, hyperparameters chosen on the {base} grid without target labels"
+            method = EXPERIMENTS[base].split(",")[0]
+            description = f"{method}, hyperparameters chosen on the {base} grid without target labels"
         table.append([name, description, row["method"], row["domains"], accuracy, row["seeds"], row["origin"],
                       chosen_by.get(name, "")])
     return table

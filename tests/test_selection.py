@@ -289,7 +289,8 @@ def test_selection_table_measures_each_rule_against_the_oracle(tmp_path, capsys)
     ties all three on seed 1 (mean 56.67: regret 5.33). A second pair (photo -> cartoon) with the
     same grid makes xdomain choose by the other pair's accuracy."""
     first = written_grid(tmp_path / "art", GRID)
-    cartoon = {0.1: {"target_acc": [0.30, 0.30], "snd": [1.0, 1.0]}, 0.3: {"target_acc": [0.20, 0.20], "snd": [1.0, 2.0]},
+    cartoon = {0.1: {"target_acc": [0.30, 0.30], "snd": [1.0, 1.0]},
+               0.3: {"target_acc": [0.20, 0.20], "snd": [1.0, 2.0]},
                1.0: {"target_acc": [0.10, 0.10], "snd": [3.0, 3.0]}}
     second = written_grid(tmp_path / "cartoon", cartoon, target="cartoon")
     printed = sweep_main(capsys, "selection", str(first), str(second), "--out", str(tmp_path / "sel"))
@@ -361,8 +362,9 @@ def test_selection_on_a_tiny_trained_grid_writes_its_table_and_figures(tmp_path)
 
     summary = inspect_wandb(next((tmp_path / "wandb").glob("offline-run-*")), tracked)["summary"]
     assert summary["selection"]["_type"] == "table-file" and summary["selection"]["nrows"] == 1 + len(plugins.SELECTION)
+    lines = table.splitlines()
     for rule in ["oracle", *plugins.SELECTION]:  # every rule, each over the 2 seeds' choices
-        assert any(line.startswith(f"| {rule} |") and line.rstrip().endswith("| 2 |") for line in table.splitlines()), rule
+        assert any(line.startswith(f"| {rule} |") and line.rstrip().endswith("| 2 |") for line in lines), rule
     for rule in plugins.SELECTION:
         assert (out / f"scatter_{rule}.png").stat().st_size > 1000
     assert len(csv_rows(out / "selection_runs.csv")) == 4
