@@ -12,14 +12,21 @@ or the whole first homework in one command.
 
 Arguments after `--` in `run`, `homework` and `table` go to every training run (e.g. -- --data_root
 /data/PACS); they are part of each run's identity, and `best` keeps them in the final command.
+`--launcher slurm` makes every run of `run`, `homework` and `table` a Slurm job (the --slurm_* flags);
+`multinode` writes the sbatch script of one run on several nodes:
+
+    python sweep.py homework --out runs/homework --launcher slurm --slurm_partition gpu --slurm_time 4:00:00
+    python sweep.py multinode --nodes 2 --gpus_per_node 8 --run_dir runs/big -- train_dann.py --epochs 30
 """
 import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from dann import plugins, report, sweeps
 from dann.errors import UserError
+from dann.runner import Runner, slots_for
 
 GPU_RUNS = 4  # --runs_per_gpu default with GPUs: an estimate until benchmarks/bench_dann.py measures it
 
@@ -35,12 +42,47 @@ def visible_gpus() -> list[str]:
 
 
 def add_runner_flags(parser: argparse.ArgumentParser, gpus_default: str) -> None:
+    parser.add_argument("--launcher", default="local",
+                        help="'local': runs on this machine's GPUs (or CPU); 'slurm': every run a Slurm job")
     parser.add_argument("--gpus", default=gpus_default,
-                        help="comma-separated GPU ids; 'all': every visible GPU; '': the CPU (or one default GPU)")
+                        help="local: GPU ids, comma-separated; 'all': every visible GPU; '': the CPU (or one GPU)")
     parser.add_argument("--runs_per_gpu", type=int, default=0,
-                        help=f"concurrent runs on each GPU (0: {GPU_RUNS} with GPUs, 1 on the CPU)")
+                        help=f"local: concurrent runs on each GPU (0: {GPU_RUNS} with GPUs, 1 on the CPU)")
     parser.add_argument("--wandb", default="offline", choices=("online", "offline", "off"),
                         help="W&B mode of the runs ('off': --report_to=none)")
+    add_slurm_flags(parser, jobs=True)
+
+
+def add_slurm_flags(parser: argparse.ArgumentParser, jobs: bool) -> None:
+    slurm = parser.add_argument_group("Slurm (--launcher slurm)" if jobs else "Slurm")
+    slurm.add_argument("--slurm_partition", default="", help="partition (default: the cluster's)")
+    slurm.add_argument("--slurm_time", default="240", help="time limit of a job: minutes or [D-]HH:MM:SS")
+    slurm.add_argument("--slurm_cpus_per_job", type=int, default=4, help="CPUs of a job (of each node: multinode)")
+    slurm.add_argument("--slurm_mem", default="", help="memory of a job as sbatch's --mem, e.g. 32G")
+    slurm.add_argument("--slurm_sbatch", action="append", default=[], metavar="OPTION[=VALUE]",
+                       help="any other sbatch option, repeatable: --slurm_sbatch account=lab --slurm_sbatch exclusive")
+    if jobs:
+        slurm.add_argument("--slurm_gpus_per_job", type=int, default=1, help="GPUs of a job: one process each")
+        slurm.add_argument("--slurm_array_parallelism", type=int, default=256, help="jobs of an array run at once")
+        slurm.add_argument("--slurm_poll", type=float, default=30, help="seconds between squeue calls while waiting")
+
+
+def slurm_settings(args):
+    """The --slurm_* flags, checked (multinode has no per-job GPU, array or poll flags)."""
+    from dann.slurm import SlurmSettings, check_mem, parse_time, sbatch_options
+
+    settings = SlurmSettings(partition=args.slurm_partition, time_min=parse_time(args.slurm_time),
+                             cpus_per_job=args.slurm_cpus_per_job, mem=check_mem(args.slurm_mem),
+                             sbatch=sbatch_options(args.slurm_sbatch))
+    if hasattr(args, "slurm_gpus_per_job"):
+        settings.gpus_per_job, settings.array_parallelism = args.slurm_gpus_per_job, args.slurm_array_parallelism
+        settings.poll_s = args.slurm_poll
+    least = {"--slurm_cpus_per_job": (settings.cpus_per_job, 1), "--slurm_gpus_per_job": (settings.gpus_per_job, 0),
+             "--slurm_array_parallelism": (settings.array_parallelism, 1), "--slurm_poll": (settings.poll_s, 0.1)}
+    for flag, (value, low) in least.items():
+        if value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+    return settings
 
 
 def runner_settings(args) -> tuple[list[str] | None, int]:
@@ -48,6 +90,20 @@ def runner_settings(args) -> tuple[list[str] | None, int]:
     if args.runs_per_gpu < 0:
         raise UserError(f"--runs_per_gpu must be >= 1 (or 0: automatic), got {args.runs_per_gpu}")
     return gpus or None, args.runs_per_gpu or (GPU_RUNS if gpus else 1)
+
+
+def make_runner(args, out: str):
+    """The local runner (K runs per GPU) or the Slurm one (a job per run; submitit's files in OUT/slurm)."""
+    if args.command == "run" and args.launcher in ("sweep", "python"):  # its meaning before local|slurm
+        raise UserError(f"--launcher {args.launcher} is now --command_style {args.launcher}; "
+                        f"--launcher says where runs go: local or slurm")
+    if args.launcher == "local":
+        return Runner(slots_for(*runner_settings(args)), args.wandb)
+    if args.launcher == "slurm":
+        from dann.slurm import SlurmRunner
+
+        return SlurmRunner(Path(out) / "slurm", slurm_settings(args), args.wandb, name=f"dann-{Path(out).name}")
+    raise UserError(f"--launcher {args.launcher!r}: choose local or slurm")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -72,7 +128,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     run.add_argument("sweep", help="a W&B sweep YAML, e.g. sweeps/4C_dann_xdomain.yaml")
     run.add_argument("--out", required=True, help="the local sweep folder (runs, table.md)")
     add_runner_flags(run, "")
-    run.add_argument("--launcher", default="sweep", choices=("sweep", "python"),
+    run.add_argument("--command_style", default="sweep", choices=("sweep", "python"),
                      help="'sweep': the YAML's command (accelerate launch); 'python': python PROGRAM")
     run.add_argument("--max_runs", type=int, default=0, help="start at most this many runs (0: all)")
     best = sub.add_parser("best", help="best configuration of a sweep and the final run's command")
@@ -80,6 +136,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     best.add_argument("--target", default="art_painting", help="target domain of the final run")
     best.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the final run")
     best.add_argument("--name", default="", help="experiment name (e.g. 4B): W&B group and runs/final/NAME")
+    multi = sub.add_parser("multinode", help="the sbatch script of one training run on several nodes")
+    multi.add_argument("--nodes", type=int, required=True, help="nodes of the run")
+    multi.add_argument("--gpus_per_node", type=int, default=8, help="GPUs of each node: one process each")
+    multi.add_argument("--run_dir", required=True, help="the run's folder (--output_dir; resumed from there)")
+    multi.add_argument("--out", default="", help="the script's file (default: RUN_DIR.sbatch)")
+    add_slurm_flags(multi, jobs=False)
     rep = sub.add_parser("report", help="the comparison table from recorded runs")
     rep.add_argument("rows", nargs="+", metavar="NAME=SOURCE",
                      help="e.g. 4D=runs/final/4D; SOURCE: run folder, results.json, sweep folder, wandb:PATH")
@@ -95,14 +157,12 @@ def main(argv: list[str]) -> int:
     if args.command == "homework":
         from dann.homework import run_homework
 
-        gpus, per_gpu = runner_settings(args)
         seeds = args.final_seeds or ("0,1" if args.scale == "tiny" else "0,1,2,3,4")
-        run_homework(args.out, gpus=gpus, runs_per_gpu=per_gpu, final_seeds=seeds, scale=args.scale,
+        run_homework(args.out, runner=make_runner(args, args.out), final_seeds=seeds, scale=args.scale,
                      wandb_mode=args.wandb, extra=extra)
     elif args.command == "table":
         from dann.compare import run_table
 
-        gpus, per_gpu = runner_settings(args)
         methods = args.methods.split(",")
         unknown = [m for m in methods if m != "upper" and m not in plugins.METHODS]
         if unknown:
@@ -110,15 +170,16 @@ def main(argv: list[str]) -> int:
         pairs = [tuple(p.split(":")) for p in args.pairs.split(",") if p]
         if not pairs or any(len(p) != 2 for p in pairs):
             raise UserError(f"--pairs {args.pairs!r}: give source:target pairs, e.g. mnist_m:svhn,svhn:mnist_m")
-        run_table(args.out, dataset=args.dataset, pairs=pairs, methods=methods,
-                  backbones=args.backbones.split(","), seeds=args.seeds, gpus=gpus, runs_per_gpu=per_gpu,
-                  wandb_mode=args.wandb, extra=extra)
+        run_table(args.out, dataset=args.dataset, pairs=pairs, methods=methods, backbones=args.backbones.split(","),
+                  seeds=args.seeds, runner=make_runner(args, args.out), wandb_mode=args.wandb, extra=extra)
     elif args.command == "run":
-        gpus, per_gpu = runner_settings(args)
-        rows = sweeps.run_local(args.sweep, args.out, extra, args.launcher, gpus, args.wandb, args.max_runs, per_gpu)
+        rows = sweeps.run_sweep(args.sweep, args.out, extra, args.command_style, make_runner(args, args.out),
+                                args.wandb, args.max_runs)
         count = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "pending")}
         print(f"{count['finished']} of {len(rows)} runs finished, {count['failed']} failed, "
               f"{count['pending']} left -> {args.out}/table.md")
+    elif args.command == "multinode":
+        write_multinode(args, extra)
     elif args.command == "best":
         config, rows = sweeps.collect(args.sweep)
         chosen = sweeps.best_run(config, rows)
@@ -141,6 +202,21 @@ def main(argv: list[str]) -> int:
         if args.wandb_project:
             print(f"W&B table: {report.log_wandb_table(table, args.wandb_project, args.wandb_entity)}")
     return 0
+
+
+def write_multinode(args, train: list[str]) -> None:
+    from dann.multinode import multinode_script
+
+    if not train or not Path(train[0]).is_file():
+        raise UserError("give the training program and its flags after --, e.g. -- train_dann.py --epochs 30")
+    if args.nodes < 1 or args.gpus_per_node < 1:
+        raise UserError(f"--nodes and --gpus_per_node must be >= 1 (got {args.nodes}, {args.gpus_per_node})")
+    out = Path(args.out or f"{args.run_dir.rstrip('/')}.sbatch")
+    text = multinode_script(args.nodes, args.gpus_per_node, args.run_dir, train, slurm_settings(args), str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    Path(args.run_dir).mkdir(parents=True, exist_ok=True)  # sbatch writes the job's log there
+    print(f"wrote {out}: {args.nodes} nodes x {args.gpus_per_node} GPUs; submit it with: sbatch {out}")
 
 
 if __name__ == "__main__":

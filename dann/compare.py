@@ -5,8 +5,9 @@ as the second homework reports it (trained on source, DANN, DSN, trained on targ
         --methods baseline,dann,dsn,upper --backbones resnet18,lenet --seeds 0,1,2,3,4 --out runs/hw2
 
 Every cell is one training run over all seeds (`--seeds`), started by the runner (K at a
-time per GPU, restartable); `upper` is train_baseline.py --train_on target. Flags after `--`
-go to every run that takes them (the baseline's runs leave out --alpha and the like).
+time per GPU, or a Slurm job each; restartable); `upper` is train_baseline.py --train_on
+target. Flags after `--` go to every run that takes them (the baseline's runs leave out
+--alpha and the like).
 The table (Markdown and CSV) holds the target accuracy, mean ± std over seeds.
 """
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 
 from dann.config import get_args_parser
-from dann.runner import Job, Runner, read_metric
+from dann.runner import Job, read_metric
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"baseline": "trained on source", "upper": "trained on target (upper bound)",
@@ -54,15 +55,15 @@ def cell_job(out: Path, dataset: str, pair: tuple[str, str], backbone: str, meth
 
 
 def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], methods: list[str],
-              backbones: list[str], seeds: str, gpus: list[str] | None, runs_per_gpu: int,
-              wandb_mode: str = "off", extra: list[str] = ()) -> str:
-    """Train every cell (skipping finished ones), write table.md / table.csv; returns the Markdown."""
+              backbones: list[str], seeds: str, runner, wandb_mode: str = "off", extra: list[str] = ()) -> str:
+    """Train every cell with `runner` (dann.runner.Runner or dann.slurm.SlurmRunner; finished ones
+    are skipped), write table.md / table.csv; returns the Markdown."""
     out = Path(out)
     extra = list(extra) + (["--report_to=none"] if wandb_mode == "off" else [])
     jobs = [cell_job(out, dataset, pair, backbone, method, seeds, extra)
             for pair in pairs for backbone in backbones for method in methods]
     start = time.time()
-    Runner([g for g in (gpus or [None]) for _ in range(runs_per_gpu)], wandb_mode).run(jobs)
+    runner.run(jobs)
     markdown, rows = table(jobs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(markdown)

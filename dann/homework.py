@@ -4,6 +4,7 @@ cross-domain validation), the final runs over seeds, the trained-on-target upper
 and the report table (Markdown, CSV, and a W&B table when tracking).
 
     python sweep.py homework --out runs/homework                      # K runs on each GPU
+    python sweep.py homework --out runs/homework --launcher slurm      # a Slurm job per run
     python sweep.py homework --out runs/homework --scale tiny -- --data_root=...   # CPU, minutes
 
 Restartable: every stage skips what is finished (the runner's rule), so a homework killed and
@@ -15,7 +16,7 @@ import json
 from pathlib import Path
 
 from dann import report
-from dann.runner import Job, Runner, slots_for
+from dann.runner import Job
 from dann.sweeps import best_run, collect_local, final_command, load_sweep, sweep_jobs, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,14 +35,14 @@ def with_paths(config: dict) -> dict:
     return {**config, "program": str(ROOT / Path(config["program"]).name), "command": command}
 
 
-def run_homework(out: str | Path, *, gpus: list[str] | None, runs_per_gpu: int, final_seeds: str,
-                 scale: str = "full", wandb_mode: str = "offline", extra: list[str] = ()) -> list[list]:
-    """Every stage of the homework into `out`; returns the report table's rows."""
+def run_homework(out: str | Path, *, runner, final_seeds: str, scale: str = "full", wandb_mode: str = "offline",
+                 extra: list[str] = ()) -> list[list]:
+    """Every stage of the homework into `out`, each stage's runs with `runner` (dann.runner.Runner
+    or dann.slurm.SlurmRunner); returns the report table's rows."""
     out = Path(out)
     extra = (TINY_FLAGS if scale == "tiny" else []) + list(extra) + (["--report_to=none"] if wandb_mode == "off" else [])
-    runner = Runner(slots_for(gpus, runs_per_gpu), wandb_mode)
 
-    # 1. The four grids in one pool, so that every GPU stays busy until the last run.
+    # 1. The four grids in one pool (one Slurm array), so that every GPU stays busy until the last run.
     configs = {name: with_paths(load_sweep(ROOT / "sweeps" / file)) for name, file in SWEEPS.items()}
     jobs = []
     for name, config in configs.items():
