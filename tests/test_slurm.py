@@ -3,8 +3,8 @@
 restart while a job is pending submitting nothing twice, the time limit's signal, a user error
 not requeued; the multi-node sbatch script; the flags' one-line errors.
 
-Slurm holds a requeued job for two minutes (its BeginTime); the tests release it at once with
-`scontrol update StartTime=now`, as the wait would only pass time.
+Slurm holds a requeued job for two minutes (its BeginTime); the tests release it two seconds
+later with `scontrol update StartTime=now`, as the wait would only pass time.
 """
 from __future__ import annotations
 
@@ -120,6 +120,9 @@ def state(slurm, job_id: str) -> str:
 def release(slurm, job_id: str) -> None:
     """Let a requeued job start now rather than after Slurm's two-minute hold."""
     wait_for(lambda: state(slurm, job_id) == "PENDING", f"job {job_id} to be requeued")
+    # Not within the second of the kill: slurmd refuses a launch whose credential is no newer
+    # than the revocation of the killed one (whole seconds), and the job would fail.
+    time.sleep(2)
     slurm_run(slurm, "scontrol", "update", f"JobId={job_id}", "StartTime=now")
 
 
@@ -322,6 +325,16 @@ def test_slurm_times_in_sbatch_formats():
 
     assert [parse_time(t) for t in ("240", "4:00:00", "30:30", "1-00:00:00", "2-12", "0-1:30")] == \
            [240, 240, 31, 1440, 3600, 90]
+
+
+def test_a_job_with_several_gpus_launches_a_process_per_gpu():
+    from dann.slurm import with_processes
+
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "train_dann.py", "--lr=0.01"]
+    assert with_processes(launch, 1) == launch
+    assert with_processes(launch, 4) == [*launch[:3], "--multi_gpu", "--num_processes=4", *launch[3:]]
+    with pytest.raises(UserError, match="^--slurm_gpus_per_job 4: one process per GPU needs the sweep's accelerate"):
+        with_processes([sys.executable, "train_dann.py"], 4)
 
 
 def test_without_slurm_the_launcher_says_where_to_run(tmp_path, monkeypatch):
