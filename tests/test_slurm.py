@@ -261,6 +261,7 @@ def test_an_option_sbatch_refuses_is_one_line(slurm, tmp_path):
 
 # ---------------------------------------------------------------------------- the multi-node script
 
+@pytest.mark.slow  # starts bash (a fraction of a second)
 def test_the_multinode_script_starts_one_launcher_per_node(tmp_path, monkeypatch):
     """Rendered by the command, checked by `bash -n`, then run by bash with stand-ins for srun (two
     nodes), scontrol and python: each node's launcher gets its own --machine_rank."""
