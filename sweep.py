@@ -24,7 +24,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from dann import plugins, report, sweeps
+from dann import report, sweeps
 from dann.errors import UserError
 from dann.runner import Runner, slots_for
 
@@ -116,13 +116,19 @@ def get_args_parser() -> argparse.ArgumentParser:
                     help="'tiny': 2 points per grid, 2 steps at batch 8 on the CPU (a check of the pipeline)")
     add_runner_flags(hw, "all")
     tab = sub.add_parser("table", help="methods x domain pairs x backbones over seeds: the comparison table")
-    tab.add_argument("--out", required=True, help="the table's folder (runs/, table.md, table.csv)")
-    tab.add_argument("--dataset", default="digits", help="any --dataset of the training scripts")
-    tab.add_argument("--pairs", required=True, help="source:target pairs, comma-separated, e.g. mnist_m:svhn")
-    tab.add_argument("--methods", default="baseline,dann,dsn,upper",
-                     help="rows: baseline (trained on source), dann, cdan, dsn, upper (trained on target)")
-    tab.add_argument("--backbones", default="lenet", help="comma-separated backbones")
-    tab.add_argument("--seeds", default="0,1,2,3,4", help="seeds of every cell (mean ± std)")
+    tab.add_argument("--out", required=True, help="the table's folder (runs/, table.md, table.csv, paired.md)")
+    tab.add_argument("--recipes", default="",
+                     help="a YAML of rows (method and flags) and the table's defaults, e.g. sweeps/digits_table.yaml")
+    tab.add_argument("--dataset", default="", help="any --dataset of the training scripts (default: the "
+                                                    "recipes', else digits)")
+    tab.add_argument("--pairs", default="", help="source:target pairs, comma-separated, e.g. mnist_m:svhn "
+                                                 "(default: the recipes')")
+    tab.add_argument("--methods", default="",
+                     help="rows without --recipes: baseline (trained on source), any method of train_dann.py, "
+                          "upper (trained on target); default baseline,dann,dsn,upper")
+    tab.add_argument("--backbones", default="", help="comma-separated backbones (default: the recipes', else lenet)")
+    tab.add_argument("--seeds", default="", help="seeds of every cell, mean ± std (default: the recipes', "
+                                                 "else 0,1,2,3,4)")
     add_runner_flags(tab, "all")
     run = sub.add_parser("run", help="run a sweep YAML's grid locally; finished runs are skipped")
     run.add_argument("sweep", help="a W&B sweep YAML, e.g. sweeps/4C_dann_xdomain.yaml")
@@ -161,17 +167,21 @@ def main(argv: list[str]) -> int:
         run_homework(args.out, runner=make_runner(args, args.out), final_seeds=seeds, scale=args.scale,
                      wandb_mode=args.wandb, extra=extra)
     elif args.command == "table":
-        from dann.compare import run_table
+        from dann.compare import load_recipes, rows_from_methods, run_table
 
-        methods = args.methods.split(",")
-        unknown = [m for m in methods if m != "upper" and m not in plugins.METHODS]
-        if unknown:
-            raise UserError(f"--methods: unknown {', '.join(unknown)}; choose from upper, {', '.join(plugins.METHODS)}")
-        pairs = [tuple(p.split(":")) for p in args.pairs.split(",") if p]
+        spec = load_recipes(args.recipes) if args.recipes else {}
+        if args.methods or not spec:
+            rows = rows_from_methods((args.methods or "baseline,dann,dsn,upper").split(","))
+        else:
+            rows = spec["rows"]
+        pairs_text = args.pairs or ",".join(spec.get("pairs", []))
+        pairs = [tuple(p.split(":")) for p in pairs_text.split(",") if p]
         if not pairs or any(len(p) != 2 for p in pairs):
-            raise UserError(f"--pairs {args.pairs!r}: give source:target pairs, e.g. mnist_m:svhn,svhn:mnist_m")
-        run_table(args.out, dataset=args.dataset, pairs=pairs, methods=methods, backbones=args.backbones.split(","),
-                  seeds=args.seeds, runner=make_runner(args, args.out), wandb_mode=args.wandb, extra=extra)
+            raise UserError(f"--pairs {pairs_text!r}: give source:target pairs, e.g. mnist_m:svhn,svhn:mnist_m")
+        backbones = args.backbones or ",".join(spec.get("backbones", [])) or "lenet"
+        run_table(args.out, dataset=args.dataset or spec.get("dataset", "digits"), pairs=pairs, rows=rows,
+                  backbones=backbones.split(","), seeds=args.seeds or str(spec.get("seeds", "0,1,2,3,4")),
+                  runner=make_runner(args, args.out), wandb_mode=args.wandb, common=spec.get("common"), extra=extra)
     elif args.command == "run":
         rows = sweeps.run_sweep(args.sweep, args.out, extra, args.command_style, make_runner(args, args.out),
                                 args.wandb, args.max_runs)

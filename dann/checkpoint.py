@@ -9,7 +9,6 @@ into a flag the loop checks (installed by the scripts, never by `fit`).
 """
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import json
 import os
@@ -26,7 +25,7 @@ from dann.errors import UserError
 NAME = re.compile(r"^step_(\d+)$")
 # Flags whose change makes a resumed run a different run (other data, other batches).
 MUST_MATCH = ("dataset", "source", "target", "train_on", "batch_size", "seed", "augment", "method",
-              "backbone", "discriminator")
+              "backbone", "discriminator", "bottleneck_dim", "iters_per_epoch")
 
 
 def lock_run_dir(output_dir: str | Path):
@@ -80,7 +79,7 @@ def save(accelerator: Accelerator, folder: str | Path, progress, config) -> Path
         accelerator.save_state(str(tmp))
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
-            (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
+            (tmp / "config.json").write_text(json.dumps(config.flat(), indent=2))
             (tmp / "progress.json").write_text(json.dumps(progress.state_dict()))
             tmp.rename(final)  # atomic: the final name appears only when all is written
             for old in complete_checkpoints(folder)[:-config.keep_checkpoints]:
@@ -134,10 +133,11 @@ def load(accelerator: Accelerator, path: Path, progress, config) -> None:
     Accelerate's registered objects are not used because it unpickles them unrestricted.
     """
     saved = json.loads((path / "config.json").read_text())
-    changed = [k for k in MUST_MATCH if k in saved and saved[k] != getattr(config, k)]
+    now = config.flat()
+    changed = [k for k in MUST_MATCH if k in saved and saved[k] != now.get(k)]
     if changed:
         raise UserError(f"--resume {path}: the checkpoint was trained with other "
-                        + ", ".join(f"--{k} ({saved[k]} there, {getattr(config, k)} now)" for k in changed)
+                        + ", ".join(f"--{k} ({saved[k]} there, {now.get(k)} now)" for k in changed)
                         + "; use the same flags or start a new --output_dir")
     if not (path / f"random_states_{accelerator.process_index}.pkl").is_file():
         raise UserError(f"--resume {path}: no RNG state for process {accelerator.process_index}; "
@@ -149,7 +149,7 @@ def load(accelerator: Accelerator, path: Path, progress, config) -> None:
                         f"{str(e).splitlines()[0] if str(e) else ''}); it was written by another "
                         f"method or model, or is damaged; pass an older checkpoint") from None
     progress.load_state_dict(json.loads((path / "progress.json").read_text()))
-    notes = [f"--{k} {saved[k]} -> {v}" for k, v in dataclasses.asdict(config).items()
+    notes = [f"--{k} {saved[k]} -> {v}" for k, v in config.flat().items()
              if k in saved and saved[k] != v and k not in ("resume", "output_dir")]
     accelerator.print(f"resumed from {path} at step {progress.step} (epoch {progress.epoch})"
                       + (f"; changed flags: {', '.join(notes)}" if notes else ""))

@@ -29,16 +29,18 @@ def exit_with_parent() -> None:
 
 def script_main(script: str) -> int:
     """train_dann.py / train_baseline.py: main() with SIGTERM/SIGINT turned into a checkpointed stop."""
+    exit_with_parent()
+    config = parse_config(script)  # first: --help and flag errors answer without loading torch
     from dann.checkpoint import StopOnSignal
 
-    exit_with_parent()
     with StopOnSignal() as stop:
-        return main(script, stop=stop)
+        return main(script, stop=stop, config=config)
 
 
-def main(script: str, argv: list[str] | None = None, stop=None) -> int:
-    """stop: an object whose `signum` is set when the run should stop (see dann.train.fit)."""
-    config = parse_config(script, argv)
+def main(script: str, argv: list[str] | None = None, stop=None, config=None) -> int:
+    """stop: an object whose `signum` is set when the run should stop (see dann.train.fit);
+    config: the parsed flags (default: parsed from argv)."""
+    config = config or parse_config(script, argv)
     # Imported after parsing: --help and flag errors answer without loading torch.
     from dann.checkpoint import Interrupted
     from dann.run import run

@@ -1,35 +1,90 @@
-"""A comparison table from one command: methods x domain pairs x backbones, each over seeds,
-as the second homework reports it (trained on source, DANN, DSN, trained on target).
+"""A comparison table from one command: rows (methods, each with its recipe) x domain pairs x
+backbones, each cell over seeds, as the second homework reports it.
 
     python sweep.py table --dataset digits --pairs mnist_m:svhn,svhn:mnist_m \\
         --methods baseline,dann,dsn,upper --backbones resnet18,lenet --seeds 0,1,2,3,4 --out runs/hw2
+    python sweep.py table --recipes sweeps/digits_table.yaml --out runs/digits_table   # the CPU benchmark
 
-Every cell is one training run over all seeds (`--seeds`), started by the runner (K at a
-time per GPU, or a Slurm job each; restartable); `upper` is train_baseline.py --train_on
-target. Flags after `--` go to every run that takes them (the baseline's runs leave out
---alpha and the like).
-The table (Markdown and CSV) holds the target accuracy, mean ± std over seeds.
+A row is a method and its flags: a name of --methods (the method with its defaults;
+`baseline` trains on the source, `upper` on the labeled target), or a row of a recipes YAML
+(`rows: {NAME: {method: M, FLAG: VALUE, ...}}`, with `common:` flags for every run and the
+table's own defaults: dataset, pairs, backbones, seeds). Every cell is one training run over
+all seeds, started by the runner (K at a time per GPU, or a Slurm job each; restartable).
+Flags after `--` go to every run that takes them. Written: table.md (mean ± std over
+seeds), table.csv (every seed), and paired.md: each row's gain over the source-only row of
+the same pair and seeds.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import re
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from dann import plugins
 from dann.config import get_args_parser
+from dann.errors import UserError
 from dann.runner import Job, read_metric
 
 ROOT = Path(__file__).resolve().parents[1]
-LABELS = {"baseline": "trained on source", "upper": "trained on target (upper bound)",
-          "dann": "DANN", "cdan": "CDAN", "dsn": "DSN"}
+LABELS = {"baseline": "trained on source", "upper": "trained on target (upper bound)", "dann": "DANN",
+          "cdan": "CDAN", "dsn": "DSN", "mcc": "MCC", "adabn": "AdaBN", "pseudo_labels": "pseudo-labels"}
+TABLE_KEYS = {"dataset", "pairs", "backbones", "seeds", "common", "rows"}
 
 
-def flags_for(script: str, extra: list[str]) -> list[str]:
-    """The flags of `extra` (with their values) that train_<script>.py takes."""
-    known = {option for action in get_args_parser(script)._actions for option in action.option_strings}
+@dataclass
+class Row:
+    name: str  # the row's label in the table
+    method: str  # 'baseline', 'upper' or a method of train_dann.py
+    flags: dict = field(default_factory=dict)  # its recipe: flag -> value
+
+    @property
+    def script(self) -> str:
+        return "baseline" if self.method in ("baseline", "upper") else "dann"
+
+
+def rows_from_methods(methods: list[str]) -> list[Row]:
+    unknown = [m for m in methods if m != "upper" and m not in plugins.METHODS]
+    if unknown:
+        raise UserError(f"--methods: unknown {', '.join(unknown)}; choose from upper, {', '.join(plugins.METHODS)}")
+    return [Row(LABELS.get(m, m), m) for m in methods]
+
+
+def load_recipes(path: str | Path) -> dict:
+    """A recipes YAML: {rows: [Row], common: {flag: value}, and the table's defaults}."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--recipes {path}: no such file; see sweeps/digits_table.yaml for the format")
+    spec = yaml.safe_load(path.read_text()) or {}
+    unknown = set(spec) - TABLE_KEYS
+    if unknown or not isinstance(spec.get("rows"), dict):
+        raise UserError(f"--recipes {path}: needs `rows: {{NAME: {{method: ..., FLAG: VALUE}}}}`"
+                        + (f"; unknown keys {', '.join(sorted(unknown))}" if unknown else ""))
+    rows = []
+    for name, recipe in spec["rows"].items():
+        recipe = dict(recipe or {})
+        method = recipe.pop("method", None)
+        if method is None:
+            raise UserError(f"--recipes {path}: row {name!r} has no method")
+        rows += [Row(name, rows_from_methods([method])[0].method, recipe)]
+    return {**spec, "rows": rows, "common": dict(spec.get("common") or {})}
+
+
+def flag_list(flags: dict) -> list[str]:
+    return [f"--{k}={v}" for k, v in flags.items()]
+
+
+def flags_for(script: str, method: str, extra: list[str]) -> list[str]:
+    """The flags of `extra` (with their values) that train_<script>.py --method <method> takes."""
+    parser = get_args_parser(script, method=method if script == "dann" else "")
+    known = {option for action in parser._actions for option in action.option_strings}
     kept, i = [], 0
     while i < len(extra):
         flag = extra[i]
@@ -40,57 +95,123 @@ def flags_for(script: str, extra: list[str]) -> list[str]:
     return kept
 
 
-def cell_job(out: Path, dataset: str, pair: tuple[str, str], backbone: str, method: str, seeds: str,
-             extra: list[str]) -> Job:
+def check_row(row: Row, common: dict) -> None:
+    """A recipe's flags must be ones its script and method take: one line before anything runs."""
+    flags = {**common, **row.flags}
+    backbone, discriminator = str(flags.get("backbone", "")), str(flags.get("discriminator", ""))
+    parser = get_args_parser(row.script, row.method if row.script == "dann" else "", backbone, discriminator)
+    known = {option.removeprefix("--") for action in parser._actions for option in action.option_strings}
+    wrong = sorted(set(row.flags) - known)
+    if wrong:
+        raise UserError(f"row {row.name!r} ({row.method}): train_{row.script}.py takes no "
+                        + ", ".join(f"--{w}" for w in wrong))
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def cell_job(out: Path, dataset: str, pair: tuple[str, str], backbone: str, row: Row, seeds: str,
+             common: dict, extra: list[str]) -> Job:
     source, target = pair
-    script = "baseline" if method in ("baseline", "upper") else "dann"
     flags = [f"--dataset={dataset}", f"--source={source}", f"--target={target}", f"--backbone={backbone}",
              f"--seeds={seeds}"]
-    flags += {"baseline": [], "upper": ["--train_on=target"]}.get(method, [f"--method={method}"])
-    flags += flags_for(script, extra)
+    flags += {"baseline": [], "upper": ["--train_on=target"]}.get(row.method, [f"--method={row.method}"])
+    recipe = {k: v for k, v in {**common, **row.flags}.items() if k != "backbone"}
+    flags += flags_for(row.script, row.method, flag_list(recipe)) + flags_for(row.script, row.method, extra)
     command = ["accelerate", "launch", "--quiet", "--config_file", str(ROOT / "accelerate_config.yaml"),
-               str(ROOT / f"train_{script}.py"), *flags]
-    run_dir = out / "runs" / f"{source}-{target}" / backbone / method
-    return Job(command, run_dir, "target_acc", {"pair": list(pair), "backbone": backbone, "method": method})
+               str(ROOT / f"train_{row.script}.py"), *flags]
+    identity = hashlib.sha1(json.dumps(flags).encode()).hexdigest()[:6]  # another recipe, another folder
+    run_dir = out / "runs" / f"{source}-{target}" / backbone / f"{slug(row.name)}-{identity}"
+    return Job(command, run_dir, "target_acc",
+               {"pair": list(pair), "backbone": backbone, "row": row.name, "method": row.method})
 
 
-def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], methods: list[str],
-              backbones: list[str], seeds: str, runner, wandb_mode: str = "off", extra: list[str] = ()) -> str:
-    """Train every cell with `runner` (dann.runner.Runner or dann.slurm.SlurmRunner; finished ones
-    are skipped), write table.md / table.csv; returns the Markdown."""
-    out = Path(out)
+def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], rows: list[Row],
+              backbones: list[str], seeds: str, runner, wandb_mode: str = "off", common: dict | None = None,
+              extra: list[str] = ()) -> str:
+    """Train every cell with `runner` (dann.runner.Runner or dann.slurm.SlurmRunner; finished
+    ones are skipped), write table.md / table.csv / paired.md; returns the Markdown table."""
+    out, common = Path(out), dict(common or {})
+    for row in rows:
+        check_row(row, common)
     extra = list(extra) + (["--report_to=none"] if wandb_mode == "off" else [])
-    jobs = [cell_job(out, dataset, pair, backbone, method, seeds, extra)
-            for pair in pairs for backbone in backbones for method in methods]
+    jobs = [cell_job(out, dataset, pair, backbone, row, seeds, common, extra)
+            for pair in pairs for backbone in backbones for row in rows]
     start = time.time()
     runner.run(jobs)
-    markdown, rows = table(jobs)
+    markdown, csv_rows = table(jobs)
     out.mkdir(parents=True, exist_ok=True)
     (out / "table.md").write_text(markdown)
     with open(out / "table.csv", "w", newline="") as f:
-        csv.writer(f).writerows(rows)
-    print(markdown + f"\n-> {out / 'table.md'} ({time.time() - start:.0f} s)", flush=True)
+        csv.writer(f).writerows(csv_rows)
+    (out / "paired.md").write_text(paired(jobs))
+    print(markdown + "\n" + paired(jobs) + f"\n-> {out / 'table.md'} ({time.time() - start:.0f} s)", flush=True)
     return markdown
 
 
-def cell(job: Job) -> str:
-    """'mean ± std' of the target accuracy over the seeds of one finished run, in %."""
+def seed_accuracies(job: Job) -> dict[int, float] | None:
+    """{seed: target accuracy in %} of a finished cell, None if it has not finished."""
     if read_metric(job.run_dir, job.metric) is None:
-        return "failed" if (job.run_dir / "status.json").is_file() else "pending"
+        return None
     results = json.loads((job.run_dir / "results.json").read_text())
-    accs = [100 * r["target_acc"] for r in results["runs"]]
-    return f"{statistics.fmean(accs):.1f} ± {statistics.stdev(accs):.1f}" if len(accs) > 1 else f"{accs[0]:.1f}"
+    return {r["seed"]: 100 * r["target_acc"] for r in results["runs"]}
+
+
+def cell(job: Job) -> str:
+    """'mean ± std' of the target accuracy over the seeds of one finished cell, in %."""
+    accs = seed_accuracies(job)
+    if accs is None:
+        return "failed" if (job.run_dir / "status.json").is_file() else "pending"
+    values = list(accs.values())
+    return f"{statistics.fmean(values):.1f} ± {statistics.stdev(values):.1f}" if len(values) > 1 else f"{values[0]:.1f}"
+
+
+def _grid(jobs: list[Job]):
+    columns = list(dict.fromkeys((tuple(j.params["pair"]), j.params["backbone"]) for j in jobs))
+    rows = list(dict.fromkeys(j.params["row"] for j in jobs))
+    by_key = {(tuple(j.params["pair"]), j.params["backbone"], j.params["row"]): j for j in jobs}
+    return columns, rows, by_key
 
 
 def table(jobs: list[Job]) -> tuple[str, list[list[str]]]:
-    """Rows: methods; columns: (pair, backbone); the same cells as Markdown and as CSV rows."""
-    columns = list(dict.fromkeys((tuple(j.params["pair"]), j.params["backbone"]) for j in jobs))
-    methods = list(dict.fromkeys(j.params["method"] for j in jobs))
-    by_key = {(tuple(j.params["pair"]), j.params["backbone"], j.params["method"]): j for j in jobs}
+    """Rows: the table's rows; columns: (pair, backbone). Markdown (mean ± std) and CSV rows
+    (mean ± std, then every seed's value)."""
+    columns, rows, by_key = _grid(jobs)
     header = ["target accuracy (%)"] + [f"{s} → {t} ({b})" for (s, t), b in columns]
-    rows = [header] + [[LABELS.get(m, m)] + [cell(by_key[pair, b, m]) for pair, b in columns] for m in methods]
+    lines = [header] + [[r] + [cell(by_key[pair, b, r]) for pair, b in columns] for r in rows]
     buffer = io.StringIO()
     buffer.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
-    for row in rows[1:]:
-        buffer.write("| " + " | ".join(row) + " |\n")
-    return buffer.getvalue(), rows
+    for line in lines[1:]:
+        buffer.write("| " + " | ".join(line) + " |\n")
+    csv_rows = [["row", "pair", "backbone", "mean ± std", "seed", "target_acc"]]
+    for r in rows:
+        for pair, b in columns:
+            accs = seed_accuracies(by_key[pair, b, r]) or {}
+            csv_rows += [[r, "->".join(pair), b, cell(by_key[pair, b, r]), s, f"{a:.2f}"] for s, a in accs.items()]
+    return buffer.getvalue(), csv_rows
+
+
+def paired(jobs: list[Job]) -> str:
+    """Each row's target accuracy minus the source-only row's, seed by seed, on each column:
+    mean ± std of the paired difference, and the lowest per-seed difference."""
+    columns, rows, by_key = _grid(jobs)
+    baseline = next((j.params["row"] for j in jobs if j.params["method"] == "baseline"), None)
+    if baseline is None:
+        return ""
+    header = [f"gain over {baseline} (points)"] + [f"{s} → {t} ({b})" for (s, t), b in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        if r == baseline:
+            continue
+        cells = []
+        for pair, b in columns:
+            base, accs = seed_accuracies(by_key[pair, b, baseline]), seed_accuracies(by_key[pair, b, r])
+            if not base or not accs:
+                cells.append("")
+                continue
+            diffs = [accs[s] - base[s] for s in accs if s in base]
+            spread = f" ± {statistics.stdev(diffs):.1f}" if len(diffs) > 1 else ""
+            cells.append(f"{statistics.fmean(diffs):+.1f}{spread} (min {min(diffs):+.1f})")
+        lines.append("| " + " | ".join([r] + cells) + " |")
+    return "\n".join(lines) + "\n"

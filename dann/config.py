@@ -1,23 +1,31 @@
-"""The run configuration: one dataclass whose field names are the command-line flags.
+"""The run's settings: one frozen dataclass of the flags every run shares, plus the chosen
+plug-ins' own hyperparameters (dann/hparams.py), resolved once before anything is built.
 
-The same names are the W&B sweep parameter names, so a sweep's `${args}` pass straight
-through and `tests/test_sweeps.py` can check every sweep YAML against this file. Boolean
-flags take `--flag`, `--no-flag` and `--flag=true|false` (the form W&B writes).
+Field names are the command-line flags and the W&B sweep parameter names, so a sweep's
+`${args}` pass straight through and `tests/test_sweeps.py` can check every sweep YAML
+against the parser. The parser is made for the chosen method, backbone and discriminator:
+it offers their flags and refuses another plug-in's, in one line. Boolean flags take
+`--flag`, `--no-flag` and `--flag=true|false` (the form W&B writes).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import math
+import os
+import sys
 import time
 from dataclasses import dataclass, field
 
-from dann import plugins
+from dann import hparams, plugins
 
 SCRIPTS = ("dann", "baseline")  # train_dann.py, train_baseline.py
-ADAPT = ("dann",)  # flags of the adaptation methods only
-# Choices are the registries themselves (argparse checks `in`), so plug-ins registered
-# before parsing are accepted.
+ADAPT = ("dann",)  # flags of train_dann.py only
+# train_dann.py's methods: every registered one but the baseline (train_baseline.py's).
+ADAPTATION_METHODS = [m for m in plugins.METHODS if m != plugins.BASELINE]
+# The plug-in kinds whose hyperparameters join the flags: (config field, registry).
+PLUGIN_KINDS = (("method", plugins.METHODS), ("backbone", plugins.BACKBONES),
+                ("discriminator", plugins.DISCRIMINATORS))
 
 
 def _flag(help: str, scripts: tuple[str, ...] = SCRIPTS, **argparse_kwargs):
@@ -25,7 +33,7 @@ def _flag(help: str, scripts: tuple[str, ...] = SCRIPTS, **argparse_kwargs):
     return {"help": help, "scripts": scripts, **argparse_kwargs}
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     # data
     dataset: str = field(default="pacs", metadata=_flag(
@@ -55,31 +63,25 @@ class TrainConfig:
         "where decoded domains are cached (default: $XDG_CACHE_HOME/dann_pacs or ~/.cache/dann_pacs)"))
     num_workers: int = field(default=-1, metadata=_flag(
         "DataLoader workers / decode processes (-1: one per available CPU core, at most 4)"))
-    # model
+    # model: the plug-ins; each adds its own flags (dann/hparams.py)
     method: str = field(default="dann", metadata=_flag(
-        "domain adaptation method (train_baseline.py trains the source-only baseline)",
-        scripts=ADAPT, choices=plugins.METHODS))
+        "domain adaptation method (train_baseline.py trains the source-only baseline); "
+        "`--method NAME --help` lists its own flags", scripts=ADAPT, choices=ADAPTATION_METHODS))
     backbone: str = field(default="alexnet", metadata=_flag(
         "feature extractor G_f and classifier G_y", choices=plugins.BACKBONES))
     discriminator: str = field(default="copy", metadata=_flag(
-        "G_d: 'copy' (the backbone's own: G_y's architecture with 2 outputs, fc6/fc7 copied for "
-        "AlexNet), 'paper' (the DANN paper's 1024-1024-2 MLP)", scripts=ADAPT,
-        choices=plugins.DISCRIMINATORS))
+        "G_d of the adversarial methods: 'copy' (the backbone's own: G_y's architecture with 2 outputs, "
+        "fc6/fc7 copied for AlexNet), 'paper' (the DANN paper's 1024-1024-2 MLP), 'bn_mlp' (two "
+        "Linear-BatchNorm-ReLU layers, TLlib's)", scripts=ADAPT, choices=plugins.DISCRIMINATORS))
     pretrained: str = field(default="imagenet", metadata=_flag(
         "'imagenet' (download), 'none' (random init) or PATH to weights (a torchvision state dict; "
         "alexnet_caffe: bvlc_alexnet.npy)"))
-    entropy_conditioning: bool = field(default=False, metadata=_flag(
-        "cdan: weight each example's domain loss by 1 + exp(-entropy of its prediction)", scripts=ADAPT))
-    cdan_random_dim: int = field(default=1024, metadata=_flag(
-        "cdan: size of the randomized multilinear map, used when features x classes exceeds 4096",
-        scripts=ADAPT))
-    dsn_recon: float = field(default=0.15, metadata=_flag("dsn: weight of L_recon", scripts=ADAPT))
-    dsn_difference: float = field(default=0.075, metadata=_flag("dsn: weight of L_difference", scripts=ADAPT))
-    dsn_similarity: float = field(default=0.25, metadata=_flag(
-        "dsn: weight of L_similarity (the domain loss through gradient reversal)", scripts=ADAPT))
     # optimization (defaults: the seed's homework settings)
     epochs: int = field(default=0, metadata=_flag(
-        "passes over the training domain (0: 30 on a GPU, 1 on a CPU as a first look)"))
+        "epochs of training (0: 30 on a GPU, 1 on a CPU as a first look)"))
+    iters_per_epoch: int = field(default=0, metadata=_flag(
+        "iterations per epoch (0: one pass over the training domain); a fixed number gives every pair of "
+        "domains the same budget, whatever their sizes (TLlib's --iters-per-epoch)"))
     batch_size: int = field(default=64, metadata=_flag(
         "images per step (source and target batches alike), per process or in all (--batch_scope)"))
     batch_scope: str = field(default="process", metadata=_flag(
@@ -94,11 +96,8 @@ class TrainConfig:
         choices=("step", "dann")))
     step_size: int = field(default=20, metadata=_flag("epochs between lr drops (step schedule)"))
     gamma: float = field(default=0.1, metadata=_flag("lr drop factor (step schedule)"))
-    alpha: float = field(default=0.1, metadata=_flag(
-        "gradient reversal weight (the largest value under the dann schedule)", scripts=ADAPT))
-    alpha_schedule: str = field(default="constant", metadata=_flag(
-        "'constant': alpha; 'dann': alpha * (2 / (1 + exp(-10 p)) - 1)",
-        scripts=ADAPT, choices=("constant", "dann")))
+    clip_grad: float = field(default=0.0, metadata=_flag(
+        "clip the gradient's global L2 norm to this (0: no clipping); train/grad_norm logs it"))
     max_steps: int = field(default=0, metadata=_flag(
         "stop after this many iterations (0: run all epochs); a quick check of a setup"))
     seed: int = field(default=0, metadata=_flag("random seed (weights init, shuffling, dropout)"))
@@ -106,7 +105,7 @@ class TrainConfig:
     cpu: bool = field(default=False, metadata=_flag("run on the CPU even if a GPU is present"))
     mixed_precision: str = field(default="", metadata=_flag(
         "no|fp16|bf16 (default: the accelerate config, else bf16 on GPUs that support it; "
-        "always fp32 on a CPU)", choices=("", "no", "fp16", "bf16")))
+        "always fp32 on a CPU)", choices=("no", "fp16", "bf16")))
     channels_last: str = field(default="auto", metadata=_flag(
         "channels_last memory format: 'auto' = on for CUDA", choices=("auto", "on", "off")))
     compile: bool = field(default=False, metadata=_flag("torch.compile the model"))
@@ -140,6 +139,29 @@ class TrainConfig:
         "PATH: a run folder or one of its checkpoints/step_* folders"))
     skip_bad_images: bool = field(default=False, metadata=_flag(
         "report unreadable image files and train without them, instead of stopping"))
+    # The plug-ins' own hyperparameters (not flags themselves: their fields are); filled with
+    # the plug-in's defaults when not given.
+    method_hp: hparams.Hparams | None = None
+    backbone_hp: hparams.Hparams | None = None
+    discriminator_hp: hparams.Hparams | None = None
+
+    def __post_init__(self):
+        for kind, registry in PLUGIN_KINDS:
+            expected, given = plugins.hparams_of(registry, getattr(self, kind)), getattr(self, f"{kind}_hp")
+            if given is None:
+                object.__setattr__(self, f"{kind}_hp", expected())  # frozen: set once, here
+            elif type(given) is not expected:
+                raise ValueError(f"{kind}_hp is a {type(given).__name__}, but --{kind} "
+                                 f"{getattr(self, kind)} takes {expected.__name__}")
+
+    def flat(self) -> dict:
+        """Every flag of this run and its value (shared and plug-in ones): results.json's
+        `config`, the trackers' config and what a checkpoint records."""
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.endswith("_hp")}
+        plugin = {**self.method_hp.values(), **self.backbone_hp.values()}
+        if plugins.uses_discriminator(self.method):
+            plugin.update(self.discriminator_hp.values())
+        return {**shared, **plugin}
 
     @property
     def targets(self) -> list[str]:
@@ -160,43 +182,135 @@ def parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def get_args_parser(script: str) -> argparse.ArgumentParser:
-    """argparse parser with one flag per TrainConfig field that `script` ('dann' or 'baseline') takes."""
-    parser = argparse.ArgumentParser(
-        description="Train with domain adaptation (DANN, CDAN, DSN)." if script == "dann"
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose errors are one line, `error: ...; see --help`, exit 2 (no usage block)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message}; see {self.prog} --help\n")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Each flag's default after its help, unless it is empty (then the help says what it means)."""
+
+    def _get_help_string(self, action):
+        help = action.help or ""
+        if action.default not in ("", None, argparse.SUPPRESS) and action.option_strings and "%(default)" not in help:
+            help += " (default: %(default)s)"
+        return help
+
+
+def _add_flag(parser, f: dataclasses.Field, default, help: str, choices=None) -> None:
+    """One flag for a dataclass field: --name VALUE, or for booleans --name[=true|false] and --no-name."""
+    if f.type in ("bool", bool):
+        parser.add_argument(f"--{f.name}", nargs="?", const=True, type=parse_bool, default=default,
+                            metavar="true|false", help=help)
+        parser.add_argument(f"--no-{f.name}", dest=f.name, action="store_false", help=argparse.SUPPRESS)
+    else:
+        kind = {"int": int, "float": float, "str": str}[f.type]
+        parser.add_argument(f"--{f.name}", type=kind, default=default, choices=choices, help=help)
+
+
+def shared_fields(script: str) -> list[dataclasses.Field]:
+    """TrainConfig's flags that `script` ('dann' or 'baseline') takes."""
+    return [f for f in dataclasses.fields(TrainConfig) if f.metadata and script in f.metadata["scripts"]]
+
+
+def plugin_fields(method: str, backbone: str, discriminator: str) -> dict[str, list[dataclasses.Field]]:
+    """The chosen plug-ins' own flags, by kind (no discriminator flags for a method without G_d)."""
+    chosen = {"method": method, "backbone": backbone, "discriminator": discriminator}
+    return {kind: plugins.hparams_of(registry, chosen[kind]).fields() for kind, registry in PLUGIN_KINDS
+            if kind != "discriminator" or plugins.uses_discriminator(method)}
+
+
+def get_args_parser(script: str, method: str = "", backbone: str = "", discriminator: str = "") -> argparse.ArgumentParser:
+    """The parser of `script` ('dann' or 'baseline') for the chosen plug-ins (default: the
+    defaults): the shared flags, then each plug-in's own in a group of its name."""
+    method = plugins.BASELINE if script == "baseline" else method or TrainConfig.method
+    backbone, discriminator = backbone or TrainConfig.backbone, discriminator or TrainConfig.discriminator
+    parser = OneLineParser(
+        prog=f"train_{script}.py",
+        description="Train with unsupervised domain adaptation (--method)." if script == "dann"
         else "Train the source-only baseline (or, with --train_on target, the upper bound).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in dataclasses.fields(TrainConfig):
-        meta = dict(f.metadata)
-        if script not in meta.pop("scripts"):
-            continue
-        if f.type in ("bool", bool):
-            # --flag, --flag=true|false (W&B's form), --no-flag
-            parser.add_argument(f"--{f.name}", nargs="?", const=True, type=parse_bool,
-                                default=f.default, metavar="true|false", **meta)
-            parser.add_argument(f"--no-{f.name}", dest=f.name, action="store_false", help=argparse.SUPPRESS)
-        else:
-            kind = {"int": int, "float": float, "str": str}[f.type]
-            parser.add_argument(f"--{f.name}", type=kind, default=f.default, **meta)
+        epilog="Each method, backbone and discriminator has flags of its own, listed above for the chosen "
+               "ones; `--method NAME --help` (or --backbone, --discriminator) lists another's." if script == "dann"
+        else "Each backbone has flags of its own, listed above for the chosen one; `--backbone NAME --help` "
+             "lists another's.",
+        formatter_class=HelpFormatter)
+    for f in shared_fields(script):
+        meta = {k: v for k, v in f.metadata.items() if k != "scripts"}
+        _add_flag(parser, f, f.default, meta["help"], meta.get("choices"))
+    names = {"method": method, "backbone": backbone, "discriminator": discriminator}
+    for kind, fields in plugin_fields(method, backbone, discriminator).items():
+        if fields:
+            group = parser.add_argument_group(f"--{kind} {names[kind]}")
+            for f in fields:
+                _add_flag(group, f, f.default, f.metadata["help"], f.metadata["choices"])
     return parser
 
 
+def owner_of(flag: str) -> str:
+    """Which plug-ins take `flag` (a name without dashes), e.g. '--method dsn', for the error
+    that refuses it in a run of another one."""
+    owners = [f"--{kind} {name}" for kind, registry in PLUGIN_KINDS for name in registry
+              if flag in {f.name for f in plugins.hparams_of(registry, name).fields()}]
+    return " or ".join(owners)
+
+
+def split_values(values: dict, method: str, backbone: str, discriminator: str) -> tuple[dict, dict, list[str]]:
+    """Flag values -> (shared ones, {kind: hparams instance}, errors for names no chosen plug-in takes)."""
+    shared_names = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata}
+    chosen = plugin_fields(method, backbone, discriminator)
+    shared = {k: v for k, v in values.items() if k in shared_names}
+    built, errors = {}, []
+    for kind, fields in chosen.items():
+        names = {f.name for f in fields}
+        built[kind] = {k: v for k, v in values.items() if k in names}
+    taken = shared_names.union(*({f.name for f in fields} for fields in chosen.values()))
+    names = {"method": method, "backbone": backbone, "discriminator": discriminator}
+    for k in values:
+        if k not in taken:
+            owner = owner_of(k)
+            if not owner:
+                errors.append(f"unknown flag --{k}")
+            elif plugins.uses_discriminator(method) or "--discriminator" not in owner:
+                errors.append(f"--{k} is a flag of {owner}, not of this run's "
+                              + ", ".join(f"--{kind} {names[kind]}" for kind in chosen))
+            else:
+                errors.append(f"--{k}: --method {method} has no domain discriminator")
+    return shared, built, errors
+
+
+def make_config(**values) -> TrainConfig:
+    """A TrainConfig from flag values by name, shared and plug-in ones alike (as the command
+    line gives them), e.g. make_config(method="cdan", alpha=1.0, epochs=3). A name that no
+    chosen plug-in takes is a ValueError."""
+    method, backbone = values.get("method", TrainConfig.method), values.get("backbone", TrainConfig.backbone)
+    discriminator = values.get("discriminator", TrainConfig.discriminator)
+    shared, built, errors = split_values(values, method, backbone, discriminator)
+    if errors:
+        raise ValueError("; ".join(errors))
+    hp = {f"{kind}_hp": plugins.hparams_of(registry, shared.get(kind, getattr(TrainConfig, kind)))(**built.get(kind, {}))
+          for kind, registry in PLUGIN_KINDS if kind in built}
+    return TrainConfig(**shared, **hp)
+
+
 def validate(config: TrainConfig) -> list[str]:
-    """Everything wrong with the flag values, as argparse-style messages (empty if fine).
+    """Everything wrong with the flag values, as one-line messages (empty if fine).
     Domain names are checked later, against the domains the dataset holds."""
-    errors = []
-    numbers = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.type == "float"}
-    errors += [f"--{k} must be a finite number, got {v}" for k, v in numbers.items() if not math.isfinite(v)]
+    values = config.flat()
+    errors = [f"--{k} must be a finite number, got {v}" for k, v in values.items()
+              if isinstance(v, float) and not math.isfinite(v)]
     positive = {"lr": config.lr, "batch_size": config.batch_size, "step_size": config.step_size,
-                "log_every": config.log_every, "eval_every": config.eval_every,
-                "cdan_random_dim": config.cdan_random_dim}
+                "log_every": config.log_every, "eval_every": config.eval_every}
     errors += [f"--{k} must be > 0, got {v}" for k, v in positive.items() if v <= 0]
-    non_negative = {"momentum": config.momentum, "weight_decay": config.weight_decay,
-                    "alpha": config.alpha, "gamma": config.gamma, "max_steps": config.max_steps,
-                    "epochs": config.epochs, "checkpoint_every": config.checkpoint_every,
-                    "dsn_recon": config.dsn_recon, "dsn_difference": config.dsn_difference,
-                    "dsn_similarity": config.dsn_similarity}
+    non_negative = {"momentum": config.momentum, "weight_decay": config.weight_decay, "gamma": config.gamma,
+                    "max_steps": config.max_steps, "epochs": config.epochs, "clip_grad": config.clip_grad,
+                    "iters_per_epoch": config.iters_per_epoch,
+                    "checkpoint_every": config.checkpoint_every}
     errors += [f"--{k} must be >= 0, got {v}" for k, v in non_negative.items() if v < 0]
+    for kind, _ in PLUGIN_KINDS:
+        if kind != "discriminator" or plugins.uses_discriminator(config.method):
+            errors += getattr(config, f"{kind}_hp").errors()
     if config.num_workers < -1:
         errors.append(f"--num_workers must be >= 0 (or -1: automatic), got {config.num_workers}")
     if config.keep_checkpoints < 1:
@@ -218,22 +332,58 @@ def validate(config: TrainConfig) -> list[str]:
     return errors
 
 
+def chosen_plugins(script: str, argv: list[str]) -> tuple[str, str, str]:
+    """--method, --backbone and --discriminator from argv (defaults where absent): they decide
+    which flags the full parser offers. An unknown name, or a method of the other script, is one line."""
+    pre = OneLineParser(prog=f"train_{script}.py", add_help=False)
+    pre.add_argument("--method", default=TrainConfig.method if script == "dann" else plugins.BASELINE,
+                     choices=plugins.METHODS)
+    pre.add_argument("--backbone", default=TrainConfig.backbone, choices=plugins.BACKBONES)
+    pre.add_argument("--discriminator", default=TrainConfig.discriminator, choices=plugins.DISCRIMINATORS)
+    known, _ = pre.parse_known_args(argv)
+    if script == "baseline" and known.method != plugins.BASELINE:
+        pre.error(f"--method {known.method}: train_baseline.py trains the source-only baseline; "
+                  f"the adaptation methods are train_dann.py --method NAME")
+    if script == "dann" and known.method == plugins.BASELINE:
+        pre.error("--method baseline: the source-only baseline is train_baseline.py")
+    return known.method, known.backbone, known.discriminator
+
+
 def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
-    """Parse and check flags; a bad value exits with an argparse-style one-line error."""
+    """Parse and check flags; every mistake exits 2 with one line (`error: ...; see --help`)."""
     if script not in SCRIPTS:
         raise ValueError(f"unknown script {script!r}")
-    parser = get_args_parser(script)
-    config = TrainConfig(**vars(parser.parse_args(argv)))
-    errors = validate(config)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    method, backbone, discriminator = chosen_plugins(script, argv)
+    parser = get_args_parser(script, method, backbone, discriminator)
+    args, unknown = parser.parse_known_args(argv)
+    flags = [a.removeprefix("--").split("=", 1)[0] for a in unknown if a.startswith("--")]
+    if unknown and not flags:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    other = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata} - {f.name for f in shared_fields(script)}
+    errors = [f"--{f} is a flag of train_{'baseline' if script == 'dann' else 'dann'}.py, not of train_{script}.py"
+              for f in flags if f in other]
+    errors += split_values({f: None for f in flags if f not in other}, method, backbone, discriminator)[2]
+    if errors:
+        parser.error("; ".join(errors))
+    values = {k: v for k, v in vars(args).items()}
     if script == "baseline":
-        config.method = "baseline"
-    elif config.method == "baseline":
-        errors.append("--method baseline: the source-only baseline is train_baseline.py")
+        values["method"] = plugins.BASELINE
+    config = make_config(**values)
+    errors = validate(config)
     if errors:
         parser.error("; ".join(errors))
     return config
 
 
 def default_output_dir(config: TrainConfig) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
+    """runs/<method>-<source>-<target>-<time>. The processes of one launch (torchrun, accelerate
+    launch) share the launcher as their parent and take its start time, so that they name one
+    folder without talking to each other (multi-node runs: pass --output_dir)."""
+    started = time.time()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import psutil
+
+        started = psutil.Process(os.getppid()).create_time()
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
     return f"runs/{config.method}-{config.source}-{config.target.replace(',', '+')}-{stamp}"

@@ -11,6 +11,7 @@ same predictions.
 """
 from __future__ import annotations
 
+import zlib
 from typing import Iterator
 
 import torch
@@ -19,20 +20,28 @@ from dann.errors import UserError
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
-                  rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+                  rank: int = 0, world: int = 1, stream: str = "") -> list[torch.Tensor]:
     """This process's index batches for one shuffled pass over n examples.
 
-    Every process draws the same permutation (seeded by seed and epoch), pads it by
-    wrapping around so that it splits into full batches for every process, and takes
-    every world-th batch: all processes run the same number of steps.
+    Every process draws the same permutation (seeded by seed, epoch and the stream's name),
+    pads it by wrapping around so that it splits into full batches for every process, and
+    takes every world-th batch: all processes run the same number of steps. The stream's
+    name (the domain's) keeps two domains of one size from being drawn in the same order:
+    with files listed by class, that pairs every source batch with a target batch of the
+    same classes, and target labels would leak into the adaptation through the pairing.
     """
-    generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    generator = torch.Generator().manual_seed(stream_seed(seed, epoch, stream))
     order = torch.randperm(n, generator=generator)
     per_step = batch_size * world
     steps = -(-n // per_step)
     order = order.repeat(-(-steps * per_step // n))[: steps * per_step]
     # (steps * world, batch) -> this rank's rows: rank, rank + world, ...
     return list(order.view(steps * world, batch_size)[rank::world])
+
+
+def stream_seed(seed: int, epoch: int, stream: str) -> int:
+    """A seed for one (run seed, epoch, stream) that is the same in every process and run."""
+    return seed * 100_003 + epoch + 1_000_003 * zlib.crc32(stream.encode())
 
 
 def eval_indices(n: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -124,7 +133,7 @@ class TensorDomain:
         return len(self.labels)
 
     def steps_per_epoch(self) -> int:
-        return len(epoch_batches(len(self), self.batch_size, self.seed, 0, self.rank, self.world))
+        return len(epoch_batches(len(self), self.batch_size, self.seed, 0, self.rank, self.world, self.name))
 
     def _prepare(self, x: torch.Tensor, train: bool, key: int) -> torch.Tensor:
         if self.transform is None:
@@ -136,7 +145,7 @@ class TensorDomain:
 
     def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """One shuffled pass (this process's shard), from batch `start` on."""
-        batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world)
+        batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world, self.name)
         for i in range(start, len(batches)):
             index = batches[i].to(self.device, non_blocking=True)
             yield self._prepare(self.inputs[index], True, aug_key(self.seed, epoch, i, self.rank)), \
@@ -169,8 +178,9 @@ def aug_key(seed: int, epoch: int, batch: int, rank: int) -> int:
 def cycle(domain: TensorDomain, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Endless batches, a new shuffle each pass, starting `start_step` batches in.
 
-    The target stream of DANN: it runs independently of the source epochs, and its
-    position is a function of the global step, so a resumed run continues it exactly.
+    The source and target streams of the loop: the target's runs independently of the
+    source's epochs, and each one's position is a function of the global step, so a resumed
+    run continues it exactly.
     """
     per_pass = domain.steps_per_epoch()
     epoch, start = divmod(start_step, per_pass)

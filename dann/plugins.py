@@ -1,46 +1,86 @@
 """Every plug-in by name: methods, backbones, discriminators and datasets.
 
 Adding one is a new file (or class) plus one line here; the training loop never changes.
-A name maps to 'module:attribute', imported on first use, so that parsing flags (and
-`--help`) does not load torch. Tests may register a callable directly.
+A line names the implementation as 'module:attribute' (imported on first use, so that
+parsing flags and `--help` load no torch) and the plug-in's hyperparameters
+(dann/hparams.py), from which its flags are made. Tests may register a callable directly.
 """
 from __future__ import annotations
 
 import importlib
+from typing import NamedTuple
 
+from dann import hparams
+
+
+class Plugin(NamedTuple):
+    target: object  # 'module:attribute', or the class / function itself
+    hparams: type[hparams.Hparams] = hparams.Hparams  # its own flags (none by default)
+
+
+BASELINE = "baseline"  # train_baseline.py's method; train_dann.py takes every other one
 # UDA methods (dann/methods/): build their networks, give step() and predict().
 METHODS = {
-    "baseline": "dann.methods.source_only:SourceOnly",  # train_baseline.py: no adaptation
-    "dann": "dann.methods.dann:DANN",
-    "cdan": "dann.methods.cdan:CDAN",
-    "dsn": "dann.methods.dsn:DSN",
+    BASELINE: Plugin("dann.methods.source_only:SourceOnly"),
+    "dann": Plugin("dann.methods.dann:DANN", hparams.DANN),
+    "cdan": Plugin("dann.methods.cdan:CDAN", hparams.CDAN),
+    "dsn": Plugin("dann.methods.dsn:DSN", hparams.DSN),
+    "mcc": Plugin("dann.methods.mcc:MCC", hparams.MCC),
+    "adabn": Plugin("dann.methods.adabn:AdaBN"),
+    "pseudo_labels": Plugin("dann.methods.pseudo_labels:PseudoLabels", hparams.PseudoLabels),
 }
 # Feature extractors G_f with their classifier G_y (dann/backbones/): build(num_classes, pretrained).
 BACKBONES = {
-    "alexnet": "dann.backbones.alexnet:build",
-    "alexnet_caffe": "dann.backbones.alexnet_caffe:build",
-    "resnet18": "dann.backbones.resnet:build_resnet18",
-    "resnet50": "dann.backbones.resnet:build_resnet50",
-    "lenet": "dann.backbones.lenet:build",
+    "alexnet": Plugin("dann.backbones.alexnet:build", hparams.Backbone),
+    "alexnet_caffe": Plugin("dann.backbones.alexnet_caffe:build", hparams.Backbone),
+    "resnet18": Plugin("dann.backbones.resnet:build_resnet18", hparams.Backbone),
+    "resnet50": Plugin("dann.backbones.resnet:build_resnet50", hparams.Backbone),
+    "lenet": Plugin("dann.backbones.lenet:build", hparams.Backbone),
+    "lenet_bn": Plugin("dann.backbones.lenet:build_bn", hparams.Backbone),
 }
-# Domain discriminators G_d (dann/discriminators.py): build(backbone, in_features).
+# Domain discriminators G_d (dann/discriminators.py): build(backbone, in_features, hparams).
 DISCRIMINATORS = {
-    "copy": "dann.discriminators:copy_of_classifier",
-    "paper": "dann.discriminators:paper_mlp",
+    "copy": Plugin("dann.discriminators:copy_of_classifier"),
+    "paper": Plugin("dann.discriminators:paper_mlp"),
+    "bn_mlp": Plugin("dann.discriminators:batch_norm_mlp", hparams.BatchNormMLP),
 }
 # Datasets (dann/datasets/): their domains, classes and images.
 DATASETS = {
-    "pacs": "dann.datasets.pacs:Pacs",
-    "folder": "dann.datasets.folder:Folder",
-    "digits": "dann.datasets.digits:Digits",
-    "digits_shipped": "dann.datasets.shipped:ShippedDigits",
+    "pacs": Plugin("dann.datasets.pacs:Pacs"),
+    "folder": Plugin("dann.datasets.folder:Folder"),
+    "digits": Plugin("dann.datasets.digits:Digits"),
+    "digits_shipped": Plugin("dann.datasets.shipped:ShippedDigits"),
 }
+
+
+def entry(registry: dict, name: str) -> Plugin:
+    """The registry's line for `name`. A bare class or function (a test's) takes no flags of its
+    own, but a backbone always takes those every backbone has (hparams.Backbone)."""
+    value = registry[name]
+    if isinstance(value, Plugin):
+        return value
+    return Plugin(value, hparams.Backbone if registry is BACKBONES else hparams.Hparams)
 
 
 def load(registry: dict, name: str):
     """The plug-in registered as `name` (a class or function)."""
-    target = registry[name]
+    target = entry(registry, name).target
     if not isinstance(target, str):
         return target
     module, attribute = target.split(":")
     return getattr(importlib.import_module(module), attribute)
+
+
+def hparams_of(registry: dict, name: str) -> type[hparams.Hparams]:
+    """The hyperparameter dataclass of the plug-in registered as `name`."""
+    return entry(registry, name).hparams
+
+
+def uses_discriminator(method: str) -> bool:
+    """Whether --method trains a domain discriminator (so takes --discriminator and its flags)."""
+    return issubclass(hparams_of(METHODS, method), hparams.Adversarial)
+
+
+def sees_target(method: str) -> bool:
+    """Whether --method is an adaptation method (train_dann.py's), not the source-only baseline."""
+    return method != BASELINE

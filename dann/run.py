@@ -28,7 +28,7 @@ GPU_EPOCHS, CPU_EPOCHS = 30, 1  # --epochs 0: the homework's run on a GPU, a fir
 
 
 def make_accelerator(config: TrainConfig) -> Accelerator:
-    gpu = torch.cuda.is_available() and not config.cpu
+    gpu = uses_gpu(config)
     mixed_precision = config.mixed_precision or os.environ.get("ACCELERATE_MIXED_PRECISION")
     if not gpu:
         if mixed_precision not in (None, "", "no"):
@@ -65,20 +65,37 @@ def on_main_first(accelerator: Accelerator, fn, others_too: bool = True):
     return result if accelerator.is_main_process or not others_too else fn()
 
 
-def resolve_defaults(config: TrainConfig, accelerator: Accelerator) -> None:
-    """Flags whose default depends on the machine: --epochs, --num_workers, --batch_size with
-    --batch_scope global."""
+def uses_gpu(config: TrainConfig) -> bool:
+    """Whether this run trains on a GPU (the same rule the Accelerator is built with)."""
+    forced_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true", "yes")
+    return torch.cuda.is_available() and not config.cpu and not forced_cpu
+
+
+def resolve(config: TrainConfig, dataset) -> TrainConfig:
+    """The flags whose default depends on the machine or the dataset, settled once before
+    anything is built (the settings are read-only after): --epochs, --num_workers,
+    --source/--target, --output_dir."""
+    changes = {}
     if config.epochs == 0:
-        config.epochs = GPU_EPOCHS if accelerator.device.type == "cuda" else CPU_EPOCHS
-        if config.epochs == CPU_EPOCHS:
+        changes["epochs"] = GPU_EPOCHS if uses_gpu(config) else CPU_EPOCHS
+        if changes["epochs"] == CPU_EPOCHS:
             note(f"no GPU: --epochs defaults to {CPU_EPOCHS} here, a first look (the homework's run is "
                  f"--epochs {GPU_EPOCHS}, the default on a GPU)")
     if config.num_workers == -1:
-        config.num_workers = datasets.default_workers()
-    if config.batch_scope == "global":
-        if config.batch_size % accelerator.num_processes:
-            raise UserError(f"--batch_size {config.batch_size} with --batch_scope global must divide by "
-                            f"the {accelerator.num_processes} processes")
+        changes["num_workers"] = datasets.default_workers()
+    changes["source"], changes["target"] = datasets.check_domains(dataset, config)
+    config = dataclasses.replace(config, **changes)
+    if config.resume not in ("", "auto") and not config.output_dir:  # continue in the run's folder
+        config = dataclasses.replace(config, output_dir=checkpoint.run_dir_of(config.resume))
+    if not config.output_dir:
+        config = dataclasses.replace(config, output_dir=default_output_dir(config))
+    return config
+
+
+def check_batch(config: TrainConfig, accelerator: Accelerator) -> None:
+    if config.batch_scope == "global" and config.batch_size % accelerator.num_processes:
+        raise UserError(f"--batch_size {config.batch_size} with --batch_scope global must divide by "
+                        f"the {accelerator.num_processes} processes")
 
 
 def per_process_batch(config: TrainConfig, accelerator: Accelerator) -> int:
@@ -108,15 +125,11 @@ def run(config: TrainConfig, stop=None) -> dict:
     weights and the figures to output_dir (a subfolder per model when there are several).
     stop: see dann.train.fit (the scripts pass a checkpoint.StopOnSignal)."""
     wall_start = time.time()
-    accelerator = make_accelerator(config)
-    resolve_defaults(config, accelerator)
     dataset = datasets.build(config)
-    datasets.check_domains(dataset, config)
+    config = resolve(config, dataset)
     check_pretrained(config)
-    if config.resume not in ("", "auto") and not config.output_dir:  # continue in the run's folder
-        config.output_dir = checkpoint.run_dir_of(config.resume)
-    if not config.output_dir:  # one name for all processes, chosen by the main one
-        config.output_dir = broadcast_object_list([default_output_dir(config)])[0]
+    accelerator = make_accelerator(config)
+    check_batch(config, accelerator)
     output_dir = Path(config.output_dir)
     # Refuse a second live run writing in the same folder.
     lock = on_main_first(accelerator, lambda: checkpoint.lock_run_dir(output_dir), others_too=False)
@@ -183,7 +196,7 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
         world=accelerator.num_processes, channels_last=channels_last,
         workers=config.num_workers if accelerator.is_main_process else 1))
 
-    tracking.init_tracking(accelerator, config, dataclasses.asdict(config))
+    tracking.init_tracking(accelerator, config, config.flat())
     runs, step_offset = [], 0
     for target in config.targets:  # --target cartoon,sketch: cross-domain validation
         for seed in config.seed_list:  # --seeds 0,1,2: final runs
@@ -200,7 +213,7 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
 
     summary = tracking.summarize(runs)
     tracking.log_summary(accelerator, summary)
-    results = {"method": config.method, "config": dataclasses.asdict(config), **summary,
+    results = {"method": config.method, "config": config.flat(), **summary,
                **(runs[0] if len(runs) == 1 else {}), "runs": runs, **data_info,
                "per_process_batch": batch_config.batch_size,
                "global_batch": batch_config.batch_size * accelerator.num_processes,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,30 +92,42 @@ def nonfinite_message(step: int, folder: Path | None) -> str:
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+    """SGD over the method's parameter groups (`Method.param_groups`: each with its `lr_mult`)."""
+    groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": model.parameters()}]
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad], "lr_mult": g.get("lr_mult", 1.0)}
+              for g in groups]
+    for g in groups:
+        g["lr"] = config.lr * g["lr_mult"]
     kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
     try:  # fused: one kernel for all parameters, and it can skip a step on the device
-        return torch.optim.SGD(params, fused=True, **kwargs)
+        return torch.optim.SGD(groups, fused=True, **kwargs)
     except RuntimeError:  # a device without fused SGD
-        return torch.optim.SGD(params, **kwargs)
+        return torch.optim.SGD(groups, **kwargs)
 
 
 # ---------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def evaluate(model, domain, accelerator: Accelerator, num_classes: int, stop=None, desc: str = "") -> dict:
+def evaluate(model, domain, accelerator: Accelerator, num_classes: int, stop=None, desc: str = "",
+             unlabeled=None) -> dict:
     """Accuracy and confusion matrix (true, predicted) over the whole domain, each example
     counted once across processes: every process scores a disjoint shard and the counts are
-    summed. With one process a stop signal interrupts it between batches (StopRequested)."""
-    model.eval()
+    summed. With one process a stop signal interrupts it between batches (StopRequested).
+    unlabeled: the domain's unlabeled training images, for methods that look at them before
+    predicting (`Method.evaluation_statistics`: AdaBN); their labels never reach the method."""
+    net = accelerator.unwrap_model(model)
+    images = (x for x, _ in unlabeled.eval_batches()) if unlabeled is not None else iter(())
     counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=accelerator.device)
     batches = tqdm(domain.eval_batches(), total=domain.num_eval_batches(), desc=desc, leave=False,
                    disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    for x, y in batches:
-        counts += torch.bincount(y * num_classes + model(x).argmax(1), minlength=num_classes ** 2)
-        if stop is not None and stop.signum is not None and accelerator.num_processes == 1:
-            batches.close()
-            raise StopRequested
+    with net.evaluation_statistics(images) if hasattr(net, "evaluation_statistics") else nullcontext():
+        model.eval()
+        for x, y in batches:
+            counts += torch.bincount(y * num_classes + model(x).argmax(1), minlength=num_classes ** 2)
+            if stop is not None and stop.signum is not None and accelerator.num_processes == 1:
+                batches.close()
+                model.train()
+                raise StopRequested
     model.train()
     matrix = accelerator.reduce(counts, reduction="sum").view(num_classes, num_classes).cpu()
     total = int(matrix.sum())
@@ -135,8 +148,10 @@ class Run:
     log: callable
     stop: object
     folder: Path | None
+    steps_per_epoch: int
     total_steps: int
     last_step: int
+    source_stream: object  # labeled batches, cycled (dann.data.cycle): a function of the step
     target_stream: object = None
 
 
@@ -144,7 +159,7 @@ def train_one_epoch(run: Run, progress: Progress) -> None:
     """Train from progress.step to the end of the epoch (or run.last_step); append the
     epoch's record (mean train metrics) to progress.history."""
     config, accelerator = run.config, run.accelerator
-    steps_per_epoch = run.split.train.steps_per_epoch()
+    steps_per_epoch = run.steps_per_epoch
     epoch = progress.epoch
     tensors = progress.partial.get("tensor_keys", [])  # metrics summed on the device, the rest on the host
     sums = {k: torch.tensor(v, device=accelerator.device) if k in tensors else v
@@ -155,16 +170,19 @@ def train_one_epoch(run: Run, progress: Progress) -> None:
     bar = tqdm(total=end, initial=start, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                disable=not accelerator.is_local_main_process, dynamic_ncols=True)
     with bar:  # closed before anything else prints
-        for x_s, y_s in run.split.train.train_batches(epoch, start):
+        while progress.step < min(run.last_step, (epoch + 1) * steps_per_epoch):
+            x_s, y_s = next(run.source_stream)
             p = progress.step / run.total_steps
             lr = config.lr * lr_factor(p, epoch, config.lr_schedule, config.step_size, config.gamma)
-            for group in run.optimizer.param_groups:
-                group["lr"] = lr
+            for group in run.optimizer.param_groups:  # each group keeps its multiple of --lr
+                group["lr"] = lr * group["lr_mult"]
             x_t = next(run.target_stream)[0] if run.target_stream else None  # target labels: never used
             loss, metrics = run.model(x_s, y_s, x_t, p)
             run.guard.before_update(loss)
             run.optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
+            if config.clip_grad:
+                metrics["grad_norm"] = accelerator.clip_grad_norm_(run.model.parameters(), config.clip_grad)
             run.optimizer.step()
             progress.step += 1
             bar.update(1)
@@ -219,10 +237,11 @@ def evaluate_epoch(run: Run, progress: Progress) -> None:
     """Target and source accuracy after an epoch, into its history record, the log and stdout."""
     split, accelerator = run.split, run.accelerator
     try:
+        adapting = split.target is not None  # not the trained-on-target upper bound
         target = evaluate(run.model, split.test, accelerator, len(split.classes), run.stop,
-                          f"eval {split.test.name}")
+                          f"eval {split.test.name}", unlabeled=split.target)
         source = evaluate(run.model, split.source_test, accelerator, len(split.classes), run.stop,
-                          f"eval {split.source_test.name}")
+                          f"eval {split.source_test.name}", unlabeled=split.train if adapting else None)
     except StopRequested:
         interrupt(run, progress)  # pending_eval stays set: the resumed run evaluates first
     record = progress.history[-1]
@@ -246,7 +265,7 @@ def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, l
     config.checkpoint_every epochs and on a stop (then `checkpoint.Interrupted` is raised);
     config.resume continues from one. A non-finite loss raises UserError.
     """
-    steps_per_epoch = split.train.steps_per_epoch()
+    steps_per_epoch = config.iters_per_epoch or split.train.steps_per_epoch()
     total_steps = config.epochs * steps_per_epoch
     last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
     optimizer = make_optimizer(model, config)
@@ -262,8 +281,8 @@ def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, l
         checkpoint.check_fresh(config.output_dir)
     needs_target = accelerator.unwrap_model(model).needs_target
     run = Run(config, model, optimizer, accelerator, split, NonFiniteGuard(accelerator, optimizer, progress.step),
-              log or accelerator.log, stop, folder, total_steps, last_step,
-              cycle(split.target, progress.step) if needs_target else None)
+              log or accelerator.log, stop, folder, steps_per_epoch, total_steps, last_step,
+              cycle(split.train, progress.step), cycle(split.target, progress.step) if needs_target else None)
     start_time = time.time()
 
     def checkpoint_if_due():  # after a whole number of --checkpoint_every epochs

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from conftest import ROOT, write_tiny_pacs
-from dann.config import TrainConfig, parse_config
+from dann.config import TrainConfig, make_config, parse_config
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -23,21 +23,62 @@ from dann.config import TrainConfig, parse_config
     (["--epochs", "ten"], "invalid int value: 'ten'"),
     (["--method", "baseline"], "train_baseline.py"),
     (["--backbone", "vgg"], "invalid choice: 'vgg'"),
+    (["--backbone", "resnet"], "invalid choice: 'resnet'"),
     (["--cpu=maybe"], "expected true or false, got 'maybe'"),
     (["--target", "a,a"], "lists a domain twice"),
+    (["--clip_grad", "-1"], "--clip_grad must be >= 0"),
+    (["--method", "pseudo_labels", "--pl_threshold", "2"], "--pl_threshold must be between 0 and 1"),
+    (["--dsn_recon", "0.1"], "--dsn_recon is a flag of --method dsn, not of this run's --method dann"),
+    (["--method", "mcc", "--alpha", "1"], "--alpha is a flag of --method dann or --method cdan or --method dsn"),
+    (["--method", "mcc", "--discriminator_width", "8"], "--method mcc has no domain discriminator"),
+    (["--discriminator_width", "8"], "--discriminator_width is a flag of --discriminator bn_mlp"),
+    (["--no_such_flag", "1"], "unknown flag --no_such_flag"),
 ])
-def test_bad_flag_values_are_rejected(argv, message, capsys):
+def test_bad_flag_values_are_one_line(argv, message, capsys):
     with pytest.raises(SystemExit) as e:
         parse_config("dann", argv)
     assert e.value.code == 2
     err = capsys.readouterr().err
-    assert message in err and "usage:" in err
+    assert message in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and err.rstrip().endswith("see train_dann.py --help")
+
+
+def test_each_plugin_flag_reaches_its_hparams():
+    config = parse_config("dann", ["--method", "cdan", "--alpha", "0.5", "--entropy_conditioning",
+                                   "--mcc_weight", "1", "--backbone", "lenet_bn", "--bottleneck_dim", "64",
+                                   "--discriminator", "bn_mlp", "--discriminator_width", "32"])
+    assert (config.method_hp.alpha, config.method_hp.entropy_conditioning, config.method_hp.mcc_weight) == \
+        (0.5, True, 1.0)
+    assert config.backbone_hp.bottleneck_dim == 64 and config.discriminator_hp.discriminator_width == 32
+    flat = config.flat()  # results.json, the trackers and checkpoints see every flag by name
+    assert (flat["alpha"], flat["bottleneck_dim"], flat["discriminator_width"], flat["lr"]) == (0.5, 64, 32, 1e-3)
+    assert "dsn_recon" not in flat and "method_hp" not in flat
+    assert config == make_config(**{k: v for k, v in flat.items()})
+    with pytest.raises(ValueError, match="--dsn_recon is a flag of --method dsn"):
+        make_config(method="dann", dsn_recon=1.0)
+
+
+def test_the_settings_are_read_only():
+    config = parse_config("dann", [])
+    with pytest.raises(AttributeError):
+        config.lr = 1.0
+
+
+def test_each_script_offers_the_methods_it_accepts():
+    from dann.config import get_args_parser
+
+    dann_help = get_args_parser("dann").format_help()
+    assert "{dann,cdan,dsn,mcc,adabn,pseudo_labels}" in dann_help and "baseline" not in dann_help.split("--method")[1][:40]
+    baseline_help = get_args_parser("baseline").format_help()
+    assert "--method" not in baseline_help and "--alpha" not in baseline_help and "--train_on" in baseline_help
+    assert "(default: )" not in dann_help and "{,no" not in dann_help
+    assert "--dsn_recon" in get_args_parser("dann", method="dsn").format_help()
 
 
 def test_flags_map_onto_the_config():
     config = parse_config("dann", ["--lr", "0.01", "--alpha", "0.5", "--augment", "--target", "sketch",
                                    "--method", "cdan", "--backbone", "resnet18", "--discriminator", "paper"])
-    assert (config.lr, config.alpha, config.augment, config.target) == (0.01, 0.5, True, "sketch")
+    assert (config.lr, config.method_hp.alpha, config.augment, config.target) == (0.01, 0.5, True, "sketch")
     assert (config.method, config.backbone, config.discriminator) == ("cdan", "resnet18", "paper")
     assert parse_config("dann", []) == TrainConfig()
 
@@ -72,7 +113,7 @@ def one_error_line(result) -> str:
 
 @pytest.mark.slow
 def test_first_run_mistakes_are_one_line_before_any_decoding(tmp_path):
-    data = write_tiny_pacs(tmp_path / "PACS")
+    data = write_tiny_pacs(tmp_path / "PACS", size=80)  # photo-sized: decoded to 256x256, as PACS
     cache = tmp_path / "cache"
     common = ["--cpu", "--pretrained", "none", "--cache_dir", str(cache), "--output_dir", str(tmp_path / "out")]
     # A mistyped --data_root is not downloaded: it does not exist, says so at once.

@@ -1,16 +1,17 @@
-"""One combined DANN update (one backward on the summed losses, G_f run once on both batches)
-equals the seed's three backward calls: same gradients, same parameters after the step."""
+"""One combined DANN update (one backward on the summed losses, G_f and G_d each run once on
+both batches) equals the homework's three backward calls: same gradients, same parameters
+after the step."""
 import torch
 import torch.nn.functional as F
 
-from dann.config import TrainConfig
+from dann.config import make_config
 from dann.discriminators import grad_reverse
 from dann.methods import build
 
 
 def dann_alexnet(alpha: float = 0.7):
     torch.manual_seed(0)
-    config = TrainConfig(method="dann", backbone="alexnet", pretrained="none", alpha=alpha)
+    config = make_config(method="dann", backbone="alexnet", pretrained="none", alpha=alpha)  # the homework's settings
     return build(config, num_classes=7).double()  # float64: the comparison tests the math, not rounding
 
 
@@ -18,9 +19,9 @@ def three_backward_grads(model, x_s, y_s, x_t, alpha):
     """The seed's formulation: three losses, three backward calls, gradients accumulate."""
     model.zero_grad()
     F.cross_entropy(model.classifier(model.features(x_s)), y_s).backward()
-    d_s = model.discriminator(grad_reverse(model.features(x_s), alpha))
+    d_s = model.adversary.discriminator(grad_reverse(model.features(x_s), alpha))
     F.cross_entropy(d_s, torch.zeros(len(x_s), dtype=torch.long)).backward()
-    d_t = model.discriminator(grad_reverse(model.features(x_t), alpha))
+    d_t = model.adversary.discriminator(grad_reverse(model.features(x_t), alpha))
     F.cross_entropy(d_t, torch.ones(len(x_t), dtype=torch.long)).backward()
     return {n: p.grad.clone() for n, p in model.named_parameters()}
 
@@ -33,13 +34,13 @@ def combined_grads(model, x_s, y_s, x_t):
 
 
 def test_combined_update_equals_three_backward_calls():
-    model = dann_alexnet(alpha=0.7)
+    # Dropout off: the one-pass G_d draws its masks for both batches at once, the homework's
+    # calls one batch at a time, so equal masks would need equal call orders. The math is compared.
+    model = dann_alexnet(alpha=0.7).eval()
     # 64x64 inputs keep it fast; the adaptive avgpool still gives fc6 its 9216 features
     x_s, x_t = torch.randn(3, 3, 64, 64).double(), torch.randn(3, 3, 64, 64).double()
     y_s = torch.tensor([0, 3, 6])
-    torch.manual_seed(1)  # same dropout masks in both versions: same RNG, same call order
     reference = three_backward_grads(model, x_s, y_s, x_t, 0.7)
-    torch.manual_seed(1)
     combined = combined_grads(model, x_s, y_s, x_t)
     assert reference.keys() == combined.keys()
     for name in reference:
@@ -66,9 +67,9 @@ def test_gradient_reversal_flips_the_feature_gradient_of_the_domain_loss():
     model = dann_alexnet().eval()  # no dropout: the two passes see the same network
     x = torch.randn(2, 3, 64, 64).double()
     d = torch.zeros(2, dtype=torch.long)
-    F.cross_entropy(model.discriminator(grad_reverse(model.features(x), 0.5)), d).backward()
+    F.cross_entropy(model.adversary.discriminator(grad_reverse(model.features(x), 0.5)), d).backward()
     conv1 = model.features.features[0].weight
     reversed_grad = conv1.grad.clone()
     model.zero_grad()
-    F.cross_entropy(model.discriminator(model.features(x)), d).backward()
+    F.cross_entropy(model.adversary.discriminator(model.features(x)), d).backward()
     assert torch.allclose(reversed_grad, -0.5 * conv1.grad, atol=1e-9)

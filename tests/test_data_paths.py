@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from accelerate import Accelerator
 from PIL import Image
 
 from conftest import ROOT, write_tiny_pacs
@@ -126,9 +125,9 @@ def decode_counter(monkeypatch):
     calls = []
     real = pacs.decode_image
 
-    def counted(path):
+    def counted(path, *size):
         calls.append(path)
-        return real(path)
+        return real(path, *size)
 
     monkeypatch.setattr(pacs, "decode_image", counted)
     return calls

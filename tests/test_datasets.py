@@ -100,7 +100,9 @@ def test_comparison_table_of_methods_over_seeds(tmp_path):
     assert [row.split(" | ")[0] for row in table[2:]] == ["| trained on source", "| DANN",
                                                          "| trained on target (upper bound)"]
     assert all("±" in row for row in table[2:])
-    dann = json.loads((tmp_path / "table" / "runs" / "mnist-svhn" / "lenet" / "dann" / "results.json").read_text())
+    cells = tmp_path / "table" / "runs" / "mnist-svhn" / "lenet"
+    dann, = (json.loads(p.read_text()) for p in cells.glob("dann-*/results.json"))
     assert dann["config"]["alpha"] == 0.5 and dann["seeds"] == [0, 1]
-    upper = json.loads((tmp_path / "table" / "runs" / "mnist-svhn" / "lenet" / "upper" / "results.json").read_text())
+    upper, = (json.loads(p.read_text()) for p in cells.glob("trained_on_target_upper_bound-*/results.json"))
     assert upper["config"]["train_on"] == "target" and upper["method"] == "baseline"
+    assert "gain over trained on source" in (tmp_path / "table" / "paired.md").read_text()

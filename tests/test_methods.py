@@ -9,7 +9,7 @@ from torch import nn
 
 from dann import plugins
 from dann.backbones import Backbone, InputSpec
-from dann.config import TrainConfig
+from dann.config import make_config
 from dann.data import TensorDomain
 from dann.datasets import Split
 from dann.methods import build
@@ -54,9 +54,8 @@ def moons_split(seed: int) -> Split:
 
 
 def target_accuracy(method: str, seed: int, epochs: int = 200, **flags) -> float:
-    config = TrainConfig(method=method, backbone="moons_mlp", epochs=epochs, batch_size=32, lr=0.05, alpha=1.0,
-                         alpha_schedule="dann", lr_schedule="dann", seed=seed, log_every=10_000, eval_every=epochs,
-                         **flags)
+    config = make_config(method=method, backbone="moons_mlp", epochs=epochs, batch_size=32, lr=0.05,
+                         lr_schedule="dann", seed=seed, log_every=10_000, eval_every=epochs, **flags)
     torch.manual_seed(seed)
     _, results = fit(config, build(config, 2), Accelerator(cpu=True), moons_split(seed))
     return results["target_acc"]
@@ -65,8 +64,10 @@ def target_accuracy(method: str, seed: int, epochs: int = 200, **flags) -> float
 @pytest.mark.parametrize("method", list(plugins.METHODS))
 def test_every_registered_method_trains_through_the_same_loop(method):
     """A few epochs, any method: finite metrics, every epoch recorded, a target accuracy."""
-    config = TrainConfig(method=method, backbone="moons_mlp", epochs=3, batch_size=32, lr=0.05, seed=0,
-                         log_every=5, eval_every=2)
+    # AdaBN needs batch norm: a bottleneck gives the MLP one.
+    extra = {"bottleneck_dim": 16} if method == "adabn" else {}
+    config = make_config(method=method, backbone="moons_mlp", epochs=3, batch_size=32, lr=0.05, seed=0,
+                         log_every=5, eval_every=2, **extra)
     model, results = fit(config, build(config, 2), Accelerator(cpu=True), moons_split(0))
     assert [r["epoch"] for r in results["epochs"]] == [1, 2, 3]
     assert [("eval/target_acc" in r) for r in results["epochs"]] == [False, True, True]  # every 2nd, and the last
@@ -84,6 +85,7 @@ def test_adaptation_beats_source_only_on_rotated_moons():
     for seed in (0, 1):
         source_only = target_accuracy("baseline", seed)
         assert source_only < 0.85, source_only  # the rotation really hurts a source-only model
-        for method, flags in [("dann", {}), ("cdan", {"entropy_conditioning": True}), ("dsn", {})]:
+        ramp = {"alpha": 1.0, "alpha_schedule": "dann"}
+        for method, flags in [("dann", ramp), ("cdan", {"entropy_conditioning": True, **ramp}), ("dsn", ramp)]:
             adapted = target_accuracy(method, seed, **flags)
             assert adapted > source_only + 0.10, (method, seed, source_only, adapted)

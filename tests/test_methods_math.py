@@ -13,7 +13,7 @@ from torch import nn
 
 import dann.plugins
 from dann.backbones import Backbone, InputSpec
-from dann.config import TrainConfig
+from dann.config import make_config
 from dann.methods import build
 from dann.methods.cdan import RandomizedMultilinearMap, entropy_weights, multilinear_map
 from dann.methods.dsn import ImageDecoder, difference_loss, scale_invariant_mse
@@ -50,7 +50,7 @@ def make_method(monkeypatch):
     def make(method: str, builder=tiny_image_backbone, **flags):
         monkeypatch.setitem(dann.plugins.BACKBONES, "tiny", builder)
         torch.manual_seed(0)
-        config = TrainConfig(method=method, backbone="tiny", pretrained="none", discriminator="copy", **flags)
+        config = make_config(method=method, backbone="tiny", pretrained="none", discriminator="copy", **flags)
         return build(config, NUM_CLASSES)
     return make
 
@@ -100,10 +100,10 @@ def test_randomized_map_is_fixed_buffers_of_the_right_shape():
 @pytest.mark.parametrize("dim, randomized", [(2048, False), (2049, True)])  # 2048 * 2 classes = 4096
 def test_cdan_randomizes_exactly_above_4096(monkeypatch, dim, randomized):
     monkeypatch.setitem(dann.plugins.BACKBONES, "tiny", partial(tiny_image_backbone, dim=dim))
-    config = TrainConfig(method="cdan", backbone="tiny", pretrained="none", cdan_random_dim=32)
+    config = make_config(method="cdan", backbone="tiny", pretrained="none", cdan_random_dim=32)
     method = build(config, 2)
     assert (method.random_map is not None) == randomized
-    assert method.discriminator[0].in_features == (32 if randomized else dim * 2)
+    assert method.adversary.discriminator[0].in_features == (32 if randomized else dim * 2)
     (x_s, _), x_t = batches(n=2)
     loss, _ = method(x_s, torch.tensor([0, 1]), x_t, 0.5)
     assert torch.isfinite(loss)

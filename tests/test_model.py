@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.models import alexnet
 
-from dann.config import TrainConfig
+from dann.config import make_config
 from dann.discriminators import grad_reverse
 from dann.errors import UserError
 from dann.methods import build
@@ -15,7 +15,7 @@ from dann.schedules import alpha_at, lr_factor
 
 
 def dann_model(pretrained="none", **flags):
-    return build(TrainConfig(method="dann", backbone="alexnet", pretrained=pretrained, **flags), num_classes=7)
+    return build(make_config(method="dann", backbone="alexnet", pretrained=pretrained, **flags), num_classes=7)
 
 
 def test_gradient_reversal_is_identity_forward_and_minus_alpha_backward():
@@ -46,12 +46,13 @@ def test_shapes_and_routing():
     x = torch.randn(2, 3, 224, 224)
     assert model.embed(x).shape == (2, 9216)
     assert model(x).shape == (2, 7) and torch.equal(model.eval()(x), model.predict(x))
-    assert model.discriminator(model.embed(x)).shape == (2, 2)
-    assert [m.out_features for m in model.discriminator if isinstance(m, torch.nn.Linear)] == [4096, 4096, 2]
-    paper = dann_model(discriminator="paper").discriminator
+    discriminator = model.adversary.discriminator
+    assert discriminator(model.embed(x)).shape == (2, 2)
+    assert [m.out_features for m in discriminator if isinstance(m, torch.nn.Linear)] == [4096, 4096, 2]
+    paper = dann_model(discriminator="paper").adversary.discriminator
     assert [m.out_features for m in paper if isinstance(m, torch.nn.Linear)] == [1024, 1024, 2]
-    baseline = build(TrainConfig(method="baseline", backbone="alexnet", pretrained="none"), num_classes=7)
-    assert not hasattr(baseline, "discriminator") and not baseline.needs_target
+    baseline = build(make_config(method="baseline", backbone="alexnet", pretrained="none"), num_classes=7)
+    assert not hasattr(baseline, "adversary") and not baseline.needs_target
 
 
 def test_pretrained_file_fills_both_branches(tmp_path):
@@ -65,9 +66,9 @@ def test_pretrained_file_fills_both_branches(tmp_path):
         assert torch.equal(state[own], reference[key])
     for i in (1, 4):  # fc6, fc7 of G_d start equal to G_y's
         for p in ("weight", "bias"):
-            assert torch.equal(state[f"discriminator.{i}.{p}"], reference[f"classifier.{i}.{p}"])
+            assert torch.equal(state[f"adversary.discriminator.{i}.{p}"], reference[f"classifier.{i}.{p}"])
     assert state["classifier.6.weight"].shape == (7, 4096)
-    assert state["discriminator.6.weight"].shape == (2, 4096)
+    assert state["adversary.discriminator.6.weight"].shape == (2, 4096)
 
 
 def test_a_wrong_shape_tensor_is_named_and_the_rest_loads(tmp_path, capsys):

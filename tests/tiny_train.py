@@ -57,7 +57,8 @@ def register(monkeypatch=None) -> None:
     set_item = monkeypatch.setitem if monkeypatch else dict.__setitem__
     set_item(plugins.BACKBONES, "tiny", tiny_backbone)
     for name in list(plugins.METHODS):
-        set_item(plugins.METHODS, name, with_hooks(plugins.load(plugins.METHODS, name)))
+        hooked = with_hooks(plugins.load(plugins.METHODS, name))
+        set_item(plugins.METHODS, name, plugins.Plugin(hooked, plugins.hparams_of(plugins.METHODS, name)))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,15 @@
 
 A backbone plug-in is a function `build(num_classes, pretrained) -> Backbone`, registered
 in `dann/plugins.py`. It declares the input it expects (`InputSpec`), and builds its own
-domain discriminator for `--discriminator copy` (`make_discriminator`). Pretrained
-weights load here, with one clear line for every way a weights file can be wrong.
+domain discriminator for `--discriminator copy` (`make_discriminator`). `build` adds what
+every backbone can have (--bottleneck_dim). Pretrained weights load here, with one clear
+line for every way a weights file can be wrong.
 """
 from __future__ import annotations
 
+import dataclasses
 import pickle
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,10 +50,34 @@ class Backbone:
     # DSN's shared decoder from codes of size `dim` to a reconstruction of the input; None:
     # DSN's default image decoder (dann/methods/dsn.py). Backbones of non-image inputs set it.
     make_decoder: Callable[[int], nn.Module] | None = None
+    # The part of G_f that pretrained weights load into (trained at --backbone_lr_mult):
+    # all of G_f unless a bottleneck was added.
+    body: nn.Module | None = None
+
+    def __post_init__(self):
+        if self.body is None:
+            self.body = self.features
 
 
-def build(name: str, num_classes: int, pretrained: str) -> Backbone:
-    return plugins.load(plugins.BACKBONES, name)(num_classes, pretrained)
+def build(name: str, num_classes: int, pretrained: str, bottleneck_dim: int = 0) -> Backbone:
+    """The backbone plug-in `name` for num_classes with `pretrained` weights, and a bottleneck
+    of `bottleneck_dim` features if > 0."""
+    backbone = plugins.load(plugins.BACKBONES, name)(num_classes, pretrained)
+    return with_bottleneck(backbone, bottleneck_dim, num_classes) if bottleneck_dim else backbone
+
+
+def from_config(config, num_classes: int) -> Backbone:
+    """What a method builds: --backbone, --pretrained, --bottleneck_dim."""
+    return build(config.backbone, num_classes, config.pretrained, getattr(config.backbone_hp, "bottleneck_dim", 0))
+
+
+def with_bottleneck(backbone: Backbone, size: int, num_classes: int) -> Backbone:
+    """G_f followed by Linear-BatchNorm-ReLU to `size` features, and a linear G_y on them
+    (TLlib's ImageClassifier). The backbone's own G_y is dropped; G_d takes `size` inputs."""
+    bottleneck = nn.Sequential(nn.Linear(backbone.dim, size), nn.BatchNorm1d(size), nn.ReLU(inplace=True))
+    features = nn.Sequential(OrderedDict(body=backbone.features, bottleneck=bottleneck))  # (B, size)
+    return dataclasses.replace(backbone, features=features, classifier=nn.Linear(size, num_classes), dim=size,
+                               body=backbone.features)
 
 
 def read_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
@@ -83,7 +110,7 @@ def download_weights(weights, what: str) -> dict[str, torch.Tensor]:
     from dann.downloads import require_online
 
     cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
-    fix = f"pass --pretrained PATH (a state dict saved on a machine with internet) or --pretrained none"
+    fix = "pass --pretrained PATH (a state dict saved on a machine with internet) or --pretrained none"
     if not cached.is_file():
         require_online(f"the ImageNet {what} weights", weights.url, fix)
     try:

@@ -53,28 +53,36 @@ class Dataset:
         """The decoding path's `DomainFiles` (datasets with `loader_path` only)."""
         raise NotImplementedError
 
+    def choose_image_size(self, spec: InputSpec, domains: list[str]) -> int:
+        """The side its images are decoded to, for a backbone expecting `spec` (called before
+        any decoding; folder datasets decode small images at their own size)."""
+        return self.image_size
+
 
 def build(config) -> Dataset:
     return plugins.load(plugins.DATASETS, config.dataset)(config)
 
 
-def check_domains(dataset: Dataset, config) -> None:
-    """Fill in the default --source/--target; refuse names the dataset does not have."""
+def check_domains(dataset: Dataset, config) -> tuple[str, str]:
+    """(--source, --target), the dataset's usual pair where not given; refuses names the
+    dataset does not have."""
     found = dataset.domains()
-    if not config.source or not config.target:
+    source, target = config.source, config.target
+    if not source or not target:
         if dataset.default_pair is None:
             raise UserError(f"--dataset {config.dataset} needs --source and --target; "
                             f"domains in {dataset.root}: {', '.join(found) or 'none'}")
-        config.source = config.source or dataset.default_pair[0]
-        config.target = config.target or dataset.default_pair[1]
-    for flag, names in (("--source", [config.source]), ("--target", config.targets)):
+        source, target = source or dataset.default_pair[0], target or dataset.default_pair[1]
+    targets = [t for t in target.split(",") if t]
+    for flag, names in (("--source", [source]), ("--target", targets)):
         for name in names:
             if name not in found:
                 raise UserError(f"{flag}: unknown domain {name!r} in --dataset {config.dataset}; "
                                 f"choose from {', '.join(found)}")
-    for t in config.targets:
-        if t == config.source and config.train_on != "target":
+    for t in targets:
+        if t == source and config.train_on != "target":
             raise UserError(f"--target {t} is the same as --source; adaptation needs two domains")
+    return source, target
 
 
 @dataclass
@@ -118,9 +126,9 @@ def load_splits(dataset: Dataset, config, spec: InputSpec, *, device: torch.devi
     """One Split per target, for a method whose backbone expects `spec`; every domain is
     decoded once and shared. Also returns what results.json records: the data path and
     the image files left out as unreadable."""
-    crop = crop_size(spec, dataset.image_size, config.backbone, config.dataset)
-    splits = ("train",) if dataset.transductive else ("train", "test")
     names = list(dict.fromkeys([config.source, *config.targets]))
+    crop = crop_size(spec, dataset.choose_image_size(spec, names), config.backbone, config.dataset)
+    splits = ("train",) if dataset.transductive else ("train", "test")
     classes = dataset.classes(names)
     if config.data_path == "loader" and not dataset.loader_path:
         raise UserError(f"--data_path loader: --dataset {config.dataset} is held in memory only; "
@@ -163,4 +171,4 @@ def sample_stats(files, n: int = 256) -> tuple[tuple[float, ...], tuple[float, .
     from dann.datasets.folder import decode_image
 
     step = max(1, len(files.paths) // n)
-    return domain_stats(torch.stack([torch.from_numpy(decode_image(p)) for p in files.paths[::step][:n]]))
+    return domain_stats(torch.stack([torch.from_numpy(decode_image(p, files.size)) for p in files.paths[::step][:n]]))

@@ -4,13 +4,15 @@ Office-Home, DomainNet...). Find a domain's images, decode and cache them, and t
 
 Every image is decoded the same way,
 whichever data path trains on it (`decode_image`): RGB, shorter side resized to 256,
-centre 256x256 crop, uint8 CHW. Decoded domains are cached as .npy files keyed by a
+centre 256x256 crop, uint8 CHW; small images (digits) at their own size instead, or at the
+backbone's input size if it cannot take them (`Folder.choose_image_size`). Decoded domains are cached as .npy files keyed by a
 fingerprint of the image files, so a changed dataset is decoded again. An unreadable
 file stops the run with its name, or with --skip_bad_images is reported and left out; the
 list of bad files is cached beside the images (`<domain>-<fingerprint>.bad.json`).
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,6 +35,7 @@ from dann.datasets import Dataset
 from dann.errors import UserError, note, warn
 
 BASE_SIZE = 256  # decoded images are BASE_SIZE x BASE_SIZE; models see 224 crops of them
+SMALL = 64  # images whose shorter side is below this are decoded at their own size, not BASE_SIZE
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 CACHE_VERSION = 2  # bump when decode_image changes, so old caches are not reused
 
@@ -45,6 +48,7 @@ class DomainFiles:
     labels: list[int]
     ignored: list[Path] = field(default_factory=list)  # non-image files in class folders
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (--skip_bad_images)
+    size: int = BASE_SIZE  # the side images are decoded to
 
 
 class BadImage(UserError):
@@ -95,8 +99,8 @@ def check_same_classes(domains: list[DomainFiles]) -> list[str]:
     return reference.classes
 
 
-def decode_image(path: str | Path) -> np.ndarray:
-    """One image file -> uint8 array (3, BASE_SIZE, BASE_SIZE). Raises BadImage if unreadable.
+def decode_image(path: str | Path, size: int = BASE_SIZE) -> np.ndarray:
+    """One image file -> uint8 array (3, size, size). Raises BadImage if unreadable.
 
     Grayscale, CMYK and palette images are converted to RGB; transparent pixels (RGBA, LA,
     palette with transparency) are laid on white, the background of PACS sketches.
@@ -109,11 +113,12 @@ def decode_image(path: str | Path) -> np.ndarray:
                 image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
             image = image.convert("RGB")
             w, h = image.size
-            scale = BASE_SIZE / min(w, h)
-            new_w, new_h = max(BASE_SIZE, round(w * scale)), max(BASE_SIZE, round(h * scale))
-            image = image.resize((new_w, new_h), Image.BILINEAR)
-            left, top = (new_w - BASE_SIZE) // 2, (new_h - BASE_SIZE) // 2
-            image = image.crop((left, top, left + BASE_SIZE, top + BASE_SIZE))
+            scale = size / min(w, h)
+            new_w, new_h = max(size, round(w * scale)), max(size, round(h * scale))
+            if (new_w, new_h) != (w, h):
+                image = image.resize((new_w, new_h), Image.BILINEAR)
+            left, top = (new_w - size) // 2, (new_h - size) // 2
+            image = image.crop((left, top, left + size, top + size))
             array = np.asarray(image, dtype=np.uint8)
     except BadImage:
         raise
@@ -122,7 +127,7 @@ def decode_image(path: str | Path) -> np.ndarray:
     return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
-def _decode_chunk(npy_file: str | None, start: int, paths: list[Path]) -> list[tuple[int, str]]:
+def _decode_chunk(npy_file: str | None, start: int, paths: list[Path], size: int) -> list[tuple[int, str]]:
     """Decode `paths` into rows start, start+1, ... of an .npy file in place (if given) and
     return [(index, reason)] of the unreadable ones. A worker writes its rows straight into
     the file's pages: no pixels travel back through the process pool's pipe."""
@@ -130,7 +135,7 @@ def _decode_chunk(npy_file: str | None, start: int, paths: list[Path]) -> list[t
     bad = []
     for i, path in enumerate(paths, start):
         try:
-            array = decode_image(path)
+            array = decode_image(path, size)
         except BadImage as e:
             bad.append((i, e.reason))
             continue
@@ -145,7 +150,7 @@ def _decode_all(files: DomainFiles, npy_file: str | None, workers: int) -> list[
     """Decode every file of the domain in `workers` processes; the bad ones as (index, reason)."""
     # About 4 chunks per worker: even load at the end, little per-task overhead.
     size = max(1, -(-len(files.paths) // (max(workers, 1) * 4)))
-    chunks = [(npy_file, i, files.paths[i: i + size]) for i in range(0, len(files.paths), size)]
+    chunks = [(npy_file, i, files.paths[i: i + size], files.size) for i in range(0, len(files.paths), size)]
     if workers <= 1:
         return [b for chunk in chunks for b in _decode_chunk(*chunk)]
     with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
@@ -169,12 +174,12 @@ def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
     keep = [i for i in range(len(files.paths)) if i not in dropped]
     return DomainFiles(files.name, files.classes, [files.paths[i] for i in keep],
                        [files.labels[i] for i in keep], files.ignored,
-                       [str(files.paths[i]) for i in sorted(dropped)])
+                       [str(files.paths[i]) for i in sorted(dropped)], files.size)
 
 
 def fingerprint(files: DomainFiles) -> str:
     """Changes when any image file is added, removed, renamed, resized or touched."""
-    digest = hashlib.sha1(f"v{CACHE_VERSION} {BASE_SIZE} {files.classes}".encode())
+    digest = hashlib.sha1(f"v{CACHE_VERSION} {files.size} {files.classes}".encode())
     for path in files.paths:
         stat = path.stat() if path.exists() else path.lstat()  # a broken link: reported later
         digest.update(f"{path.parent.name}/{path.name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
@@ -209,7 +214,7 @@ def _remove_stale(cache_file: Path) -> None:
 
 def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
                   skip_bad: bool = False) -> tuple[np.ndarray, DomainFiles]:
-    """The readable images of a domain as one uint8 array (N, 3, 256, 256), from the cache if
+    """The readable images of a domain as one uint8 array (N, 3, S, S), from the cache if
     current, and the files they came from (`files` less the bad ones, see drop_bad).
 
     A cache hit is a read-only memory map of the cache file. A miss decodes into a temporary
@@ -218,7 +223,7 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
     """
     cache_file = cache_path(files, cache_dir)
     bad_file = cache_file.with_suffix(".bad.json")
-    shape = (len(files.paths), 3, BASE_SIZE, BASE_SIZE)
+    shape = (len(files.paths), 3, files.size, files.size)
     if cache_file.exists() and bad_file.exists():
         images = np.load(cache_file, mmap_mode="r")
         if images.shape == shape:
@@ -286,7 +291,7 @@ class _Files(TorchDataset):
         return len(self.files.paths)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        return torch.from_numpy(decode_image(self.files.paths[i])), self.files.labels[i]
+        return torch.from_numpy(decode_image(self.files.paths[i], self.files.size)), self.files.labels[i]
 
 
 class LoaderDomain(TensorDomain):
@@ -308,7 +313,7 @@ class LoaderDomain(TensorDomain):
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
     def train_batches(self, epoch: int, start: int = 0):
-        batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world)
+        batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world, self.name)
         for i, (x, y) in enumerate(self._load(batches[start:]), start):
             yield self._prepare(x, True, aug_key(self.seed, epoch, i, self.rank)), y
 
@@ -317,7 +322,8 @@ class LoaderDomain(TensorDomain):
             yield self._prepare(x, False, 0), y
 
     def eval_inputs(self, index: torch.Tensor) -> torch.Tensor:
-        x = torch.stack([torch.from_numpy(decode_image(self.files.paths[i])) for i in index.tolist()])
+        x = torch.stack([torch.from_numpy(decode_image(self.files.paths[i], self.files.size))
+                         for i in index.tolist()])
         return self._prepare(x.to(self.device), False, 0)
 
 
@@ -358,10 +364,35 @@ class Folder(Dataset):
     def classes(self, domains: list[str]) -> list[str]:
         return check_same_classes([self.listing(d) for d in domains])
 
+    def choose_image_size(self, spec, domains: list[str]) -> int:
+        """BASE_SIZE, unless the images are small (shorter side below SMALL, e.g. digits): then
+        their own size if the backbone takes it, else the backbone's input size."""
+        native = max(shorter_side(p) for d in domains for p in sample_paths(self.listing(d).paths))
+        if native >= SMALL:
+            self.image_size = BASE_SIZE
+        else:
+            self.image_size = native if native >= spec.min_size else spec.size
+        return self.image_size
+
     def images(self, domain: str, split: str, workers: int):
-        files = self.listing(domain)
+        files = dataclasses.replace(self.listing(domain), size=self.image_size)
         images, kept = decode_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
         return torch.from_numpy(np.array(images)), labels_tensor(kept), kept.skipped
 
     def files(self, domain: str, workers: int) -> DomainFiles:
-        return check_domain(self.listing(domain), self.config.cache_dir, workers, self.config.skip_bad_images)
+        files = dataclasses.replace(self.listing(domain), size=self.image_size)
+        return check_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
+
+
+def sample_paths(paths: list[Path]) -> list[Path]:
+    """The first, middle and last file: enough to tell a folder of digits from one of photos."""
+    return [paths[0], paths[len(paths) // 2], paths[-1]] if paths else []
+
+
+def shorter_side(path: Path) -> int:
+    """The shorter side of an image, from its header (0 if unreadable: reported when decoded)."""
+    try:
+        with Image.open(path) as image:
+            return min(image.size)
+    except Exception:  # noqa: BLE001 -- a bad file is named, with its reason, by the decode
+        return 0

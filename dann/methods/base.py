@@ -1,27 +1,34 @@
 """The interface every UDA method implements, in the spirit of DomainBed's `Algorithm`.
 
 A method is an nn.Module holding its networks. It builds them from a backbone and the
-number of classes, says whether it needs target batches, and gives `step` (the loss of
-one iteration; the loop runs backward and the optimizer) and `predict` (class logits).
-`forward` dispatches to both, so that every call goes through the DDP wrapper that
-`accelerator.prepare` puts around the method (gradients are synchronized only then).
+number of classes, says whether it needs target batches, how its parameters learn
+(`param_groups`), and gives `step` (the loss of one iteration; the loop runs backward and
+the optimizer) and `predict` (class logits). `forward` dispatches to both, so that every
+call goes through the DDP wrapper that `accelerate.prepare` puts around the method.
 """
 from __future__ import annotations
+
+from contextlib import nullcontext
 
 import torch
 from torch import nn
 
 from dann.backbones import Backbone, InputSpec
+from dann.methods import terms
 
 
 class Method(nn.Module):
     needs_target = True  # does step() use target batches (unlabeled)?
 
-    def __init__(self, backbone: Backbone):
+    def __init__(self, backbone: Backbone, config):
         super().__init__()
         self.features = backbone.features  # G_f
         self.classifier = backbone.classifier  # G_y
         self.input_spec: InputSpec = backbone.input
+        self.hp = config.method_hp  # the method's own hyperparameters (dann/hparams.py)
+        # Parts trained at --backbone_lr_mult times --lr (the pretrained body of G_f).
+        self.slow_parts = [backbone.body]
+        self.backbone_lr_mult = config.backbone_hp.backbone_lr_mult
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, x_t: torch.Tensor | None = None,
                 progress: float = 0.0):
@@ -46,26 +53,46 @@ class Method(nn.Module):
         """Features for the t-SNE figures (G_f, or a method's shared code)."""
         return self.features(x)
 
+    def param_groups(self) -> list[dict]:
+        """The optimizer's parameter groups, each with `lr_mult`, its learning rate as a multiple
+        of --lr (TLlib's get_parameters): G_f's pretrained body at --backbone_lr_mult, the rest
+        (bottleneck, G_y, G_d, decoders) at 1. The loop's schedule scales each group's rate."""
+        slow = list(dict.fromkeys(p for part in self.slow_parts for p in part.parameters()))
+        slow_ids = {id(p) for p in slow}
+        fast = [p for p in self.parameters() if id(p) not in slow_ids]
+        groups = [{"params": slow, "lr_mult": self.backbone_lr_mult, "name": "backbone"},
+                  {"params": fast, "lr_mult": 1.0, "name": "heads"}]
+        return [g for g in groups if g["params"]]
+
+    def per_domain(self, net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """net(a), net(b). One pass over both batches, except for networks with batch norm:
+        those see each domain's batch on its own, so that a batch's statistics are one
+        domain's (normalizing a mixed batch hurt DANN on digits: issue 19's probe)."""
+        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+            return net(a), net(b)
+        return net(torch.cat([a, b])).split([len(a), len(b)])
+
+    def target_terms(self, logits_t: torch.Tensor) -> tuple[torch.Tensor | float, dict]:
+        """The terms on target predictions that --entropy_weight and --mcc_weight switch on
+        (any method whose hyperparameters derive from TargetTerms), and their metrics."""
+        loss, metrics = 0.0, {}
+        if getattr(self.hp, "entropy_weight", 0):
+            value = terms.entropy(logits_t)
+            loss, metrics["entropy"] = loss + self.hp.entropy_weight * value, value.detach()
+        if getattr(self.hp, "mcc_weight", 0):
+            value = terms.mcc_loss(logits_t, self.hp.mcc_temperature)
+            loss, metrics["mcc_loss"] = loss + self.hp.mcc_weight * value, value.detach()
+        return loss, metrics
+
+    def uses_target_logits(self) -> bool:
+        """Whether target_terms needs G_y on the target batch."""
+        return bool(getattr(self.hp, "entropy_weight", 0) or getattr(self.hp, "mcc_weight", 0))
+
+    def evaluation_statistics(self, unlabeled_batches):
+        """A context in which `predict` is evaluated on a domain, given that domain's unlabeled
+        batches (AdaBN recomputes batch-norm statistics on them); default: nothing changes."""
+        return nullcontext()
+
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (logits.argmax(1) == labels).float().mean()
-
-
-def domain_loss(d_s: torch.Tensor, d_t: torch.Tensor, weights: tuple[torch.Tensor, torch.Tensor] | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """CE(G_d on source, 0) + CE(G_d on target, 1) and the discriminator's accuracy.
-
-    The sum (not the mean) of the two terms: the loss the seed's separate backward calls
-    optimise. `weights`: per-example weights of each term (CDAN's entropy conditioning),
-    normalized to sum to 1 within each domain.
-    """
-    zeros = torch.zeros(len(d_s), dtype=torch.long, device=d_s.device)
-    ones = torch.ones(len(d_t), dtype=torch.long, device=d_t.device)
-    if weights is None:
-        loss = nn.functional.cross_entropy(d_s, zeros) + nn.functional.cross_entropy(d_t, ones)
-    else:
-        w_s, w_t = (w / w.sum() for w in weights)
-        loss = ((w_s * nn.functional.cross_entropy(d_s, zeros, reduction="none")).sum()
-                + (w_t * nn.functional.cross_entropy(d_t, ones, reduction="none")).sum())
-    acc = torch.cat([d_s.argmax(1) == 0, d_t.argmax(1) == 1]).float().mean()
-    return loss, acc

@@ -14,9 +14,7 @@ from einops import rearrange
 from torch import nn
 
 from dann import backbones, discriminators
-from dann.discriminators import grad_reverse
-from dann.methods.base import Method, accuracy, domain_loss
-from dann.schedules import alpha_at
+from dann.methods.base import Method, accuracy
 
 MAX_MULTILINEAR_DIM = 4096  # the paper's threshold: above it, the randomized map
 
@@ -56,18 +54,15 @@ def entropy_weights(g: torch.Tensor) -> torch.Tensor:
 
 class CDAN(Method):
     def __init__(self, config, num_classes: int):
-        backbone = backbones.build(config.backbone, num_classes, config.pretrained)
-        super().__init__(backbone)
-        d = backbone.dim
+        backbone = backbones.from_config(config, num_classes)
+        super().__init__(backbone, config)
+        d, random_dim = backbone.dim, self.hp.cdan_random_dim
         if d * num_classes > MAX_MULTILINEAR_DIM:
-            self.random_map = RandomizedMultilinearMap(d, num_classes, config.cdan_random_dim)
-            map_dim = config.cdan_random_dim
+            self.random_map, map_dim = RandomizedMultilinearMap(d, num_classes, random_dim), random_dim
         else:
-            self.random_map = None
-            map_dim = d * num_classes
-        self.discriminator = discriminators.build(config.discriminator, backbone, in_features=map_dim)  # G_d
-        self.alpha, self.alpha_schedule = config.alpha, config.alpha_schedule
-        self.entropy_conditioning = config.entropy_conditioning
+            self.random_map, map_dim = None, d * num_classes
+        G_d = discriminators.build(config, backbone, in_features=map_dim)
+        self.adversary = discriminators.DomainAdversary(G_d, self.hp)
 
     def conditioned_features(self, f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """T(f, g): what G_d sees."""
@@ -75,20 +70,18 @@ class CDAN(Method):
 
     def step(self, batch_s, batch_t, progress):
         x_s, y_s = batch_s
-        n_s, n_t = len(x_s), len(batch_t)
-        alpha = alpha_at(progress, self.alpha, self.alpha_schedule)
-        f = self.features(torch.cat([x_s, batch_t]))  # (B_s + B_t, d)
-        logits = self.classifier(f)  # (B_s + B_t, C); the target half only conditions G_d
-        class_logits = logits[:n_s]
+        f_s, f_t = self.per_domain(self.features, x_s, batch_t)  # (B, d) each
+        logits_s, logits_t = self.per_domain(self.classifier, f_s, f_t)  # the target's conditions G_d
         # g detached as in the authors' code: the domain loss trains G_f through f only,
         # and G_y learns from the labels alone.
-        g = logits.detach().softmax(1)
-        # The GRL sits between T(f, g) and G_d; T is linear in f, so this reverses the
+        g_s, g_t = logits_s.detach().softmax(1), logits_t.detach().softmax(1)
+        # R_alpha sits between T(f, g) and G_d; T is linear in f, so this reverses the
         # gradient G_f gets through the map, exactly as reversing f before it would.
-        d_s, d_t = self.discriminator(grad_reverse(self.conditioned_features(f, g), alpha)).split([n_s, n_t])
-        weights = entropy_weights(g).split([n_s, n_t]) if self.entropy_conditioning else None
-        class_loss = F.cross_entropy(class_logits, y_s)
-        d_loss, d_acc = domain_loss(d_s, d_t, weights)
-        return class_loss + d_loss, {
-            "class_loss": class_loss.detach(), "domain_loss": d_loss.detach(), "domain_acc": d_acc.detach(),
-            "class_acc": accuracy(class_logits, y_s).detach(), "alpha": alpha}
+        weights = (entropy_weights(g_s), entropy_weights(g_t)) if self.hp.entropy_conditioning else None
+        d_loss, metrics = self.adversary(self.conditioned_features(f_s, g_s), self.conditioned_features(f_t, g_t),
+                                         progress, weights)
+        class_loss = F.cross_entropy(logits_s, y_s)
+        extra, extra_metrics = self.target_terms(logits_t)
+        return class_loss + d_loss + extra, {
+            "class_loss": class_loss.detach(), "class_acc": accuracy(logits_s, y_s).detach(),
+            **metrics, **extra_metrics}

@@ -13,9 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from dann import backbones, discriminators
-from dann.discriminators import grad_reverse
-from dann.methods.base import Method, accuracy, domain_loss
-from dann.schedules import alpha_at
+from dann.methods.base import Method, accuracy
 
 DECODER_HIDDEN = 512  # codes (AlexNet: 9216-d) pass through this before the first feature map
 
@@ -56,16 +54,17 @@ def reconstruction_side(size: int) -> int:
 class ImageDecoder(nn.Module):
     """D: code (B, dim) -> image (B, 3, side, side), in the inputs' normalized units.
 
-    A projection to a 256 x 4 x 4 map, then stages of (upsample x2, 3x3 conv, ReLU) halving
+    A projection to a `width` x 4 x 4 map, then stages of (upsample x2, 3x3 conv, ReLU) halving
     the channels, the last stage landing on `side`, and a 3x3 conv to RGB (no activation:
     normalized pixels are signed). About 7M parameters for AlexNet's 9216-d codes.
     """
 
-    def __init__(self, dim: int, side: int):
+    def __init__(self, dim: int, side: int, width: int = 256):
         super().__init__()
+        self.width = width
         self.project = nn.Sequential(nn.Linear(dim, DECODER_HIDDEN), nn.ReLU(inplace=True),
-                                     nn.Linear(DECODER_HIDDEN, 256 * 4 * 4), nn.ReLU(inplace=True))
-        stages, channels, current = [], 256, 4
+                                     nn.Linear(DECODER_HIDDEN, width * 4 * 4), nn.ReLU(inplace=True))
+        stages, channels, current = [], width, 4
         while current < side:
             current = min(2 * current, side)
             stages += [nn.Upsample(size=current), nn.Conv2d(channels, channels // 2, 3, padding=1),
@@ -75,7 +74,7 @@ class ImageDecoder(nn.Module):
         self.to_rgb = nn.Conv2d(channels, 3, 3, padding=1)
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        x = rearrange(self.project(code), "b (c h w) -> b c h w", c=256, h=4, w=4)  # (B, 256, 4, 4)
+        x = rearrange(self.project(code), "b (c h w) -> b c h w", c=self.width, h=4, w=4)  # (B, width, 4, 4)
         return self.to_rgb(self.upsample(x))  # (B, 3, side, side)
 
 
@@ -83,22 +82,20 @@ class DSN(Method):
     """predict(x) = G_y(E_c(x)) and embed(x) = E_c(x): Method's, with E_c as `features`."""
 
     def __init__(self, config, num_classes: int):
-        backbone = backbones.build(config.backbone, num_classes, config.pretrained)
-        super().__init__(backbone)  # self.features = E_c, self.classifier = G_y
+        backbone = backbones.from_config(config, num_classes)
+        super().__init__(backbone, config)  # self.features = E_c, self.classifier = G_y
         # E_p^s, E_p^t: G_f of two more backbones built the same way; their G_y are dropped
         # (kept, they would get no gradient, which DDP without find_unused_parameters refuses).
-        self.private_s = backbones.build(config.backbone, num_classes, config.pretrained).features
-        self.private_t = backbones.build(config.backbone, num_classes, config.pretrained).features
+        self.private_s = backbones.from_config(config, num_classes).features
+        self.private_t = backbones.from_config(config, num_classes).features
+        self.slow_parts += [self.private_s, self.private_t]  # pretrained copies of G_f, like it
         if backbone.make_decoder is not None:  # non-image inputs: the backbone's decoder, target = x
             self.decoder, self.recon_side = backbone.make_decoder(backbone.dim), None
         else:
             self.recon_side = reconstruction_side(backbone.input.size)
-            self.decoder = ImageDecoder(backbone.dim, self.recon_side)
-        self.discriminator = discriminators.build(config.discriminator, backbone)  # G_d on shared codes
-        self.alpha, self.alpha_schedule = config.alpha, config.alpha_schedule
-        # the paper's alpha, beta, gamma (renamed: alpha is the gradient reversal weight here)
-        self.w_recon, self.w_difference = config.dsn_recon, config.dsn_difference
-        self.w_similarity = config.dsn_similarity
+            self.decoder = ImageDecoder(backbone.dim, self.recon_side, self.hp.dsn_decoder_width)
+        G_d = discriminators.build(config, backbone)  # on shared codes
+        self.adversary = discriminators.DomainAdversary(G_d, self.hp)
 
     def reconstruction_target(self, x: torch.Tensor) -> torch.Tensor:
         """What D must rebuild: the normalized input the encoders see, pooled to the decoder's side."""
@@ -107,12 +104,10 @@ class DSN(Method):
     def step(self, batch_s, batch_t, progress):
         x_s, y_s = batch_s
         n_s, n_t = len(x_s), len(batch_t)
-        alpha = alpha_at(progress, self.alpha, self.alpha_schedule)
         x = torch.cat([x_s, batch_t])
-        h_c = self.features(x)  # shared codes (B_s + B_t, dim)
-        h_p = torch.cat([self.private_s(x_s), self.private_t(batch_t)])  # private codes (B_s + B_t, dim)
-        h_c_s, h_c_t = h_c.split([n_s, n_t])
-        h_p_s, h_p_t = h_p.split([n_s, n_t])
+        h_c_s, h_c_t = self.per_domain(self.features, x_s, batch_t)  # shared codes (B, dim) each
+        h_p_s, h_p_t = self.private_s(x_s), self.private_t(batch_t)  # private codes
+        h_c, h_p = torch.cat([h_c_s, h_c_t]), torch.cat([h_p_s, h_p_t])  # (B_s + B_t, dim)
 
         class_logits = self.classifier(h_c_s)
         class_loss = F.cross_entropy(class_logits, y_s)  # L_task
@@ -123,12 +118,13 @@ class DSN(Method):
 
         difference = difference_loss(h_c_s, h_p_s) + difference_loss(h_c_t, h_p_t)  # L_difference
 
-        d_s, d_t = self.discriminator(grad_reverse(h_c, alpha)).split([n_s, n_t])
-        similarity_loss, d_acc = domain_loss(d_s, d_t)  # L_similarity (DANN)
+        similarity_loss, metrics = self.adversary(h_c_s, h_c_t, progress)  # L_similarity (DANN)
+        extra, extra_metrics = self.target_terms(self.classifier(h_c_t)) if self.uses_target_logits() else (0.0, {})
 
-        loss = (class_loss + self.w_recon * recon_loss + self.w_difference * difference
-                + self.w_similarity * similarity_loss)
+        hp = self.hp  # the paper's alpha, beta, gamma (renamed: alpha is the gradient reversal weight here)
+        loss = (class_loss + hp.dsn_recon * recon_loss + hp.dsn_difference * difference
+                + hp.dsn_similarity * similarity_loss + extra)
         return loss, {
             "class_loss": class_loss.detach(), "recon_loss": recon_loss.detach(),
-            "difference_loss": difference.detach(), "similarity_loss": similarity_loss.detach(),
-            "domain_acc": d_acc.detach(), "class_acc": accuracy(class_logits, y_s).detach(), "alpha": alpha}
+            "difference_loss": difference.detach(), "similarity_loss": metrics.pop("domain_loss"),
+            "class_acc": accuracy(class_logits, y_s).detach(), **metrics, **extra_metrics}

@@ -12,7 +12,7 @@ class SourceOnly(Method):
     needs_target = False
 
     def __init__(self, config, num_classes: int):
-        super().__init__(backbones.build(config.backbone, num_classes, config.pretrained))
+        super().__init__(backbones.from_config(config, num_classes), config)
 
     def step(self, batch_s, batch_t, progress):
         x_s, y_s = batch_s
