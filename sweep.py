@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from dann import report, sweeps
+from dann.config import HelpFormatter, OneLineParser
 from dann.errors import UserError
 from dann.runner import Runner, slots_for
 
@@ -106,16 +107,24 @@ def make_runner(args, out: str):
     raise UserError(f"--launcher {args.launcher!r}: choose local or slurm")
 
 
+PASS_THROUGH = ("Arguments after `--` go to every training run (e.g. -- --data_root /data/PACS); they are "
+                "part of each run's identity.")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="sweep.py", description=" ".join(__doc__.split("\n\n")[0].split()),
+                           formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    hw = sub.add_parser("homework", help="the whole first homework: four grids, best configs, finals, table")
+    common = dict(formatter_class=HelpFormatter)
+    hw = sub.add_parser("homework", help="the whole first homework: four grids, best configs, finals, table",
+                        epilog=PASS_THROUGH, **common)
     hw.add_argument("--out", default="runs/homework", help="the homework's folder (sweeps/, final/, report.md)")
     hw.add_argument("--final_seeds", default="", help="seeds of the final runs (default 0,1,2,3,4; tiny: 0,1)")
     hw.add_argument("--scale", default="full", choices=("full", "tiny"),
                     help="'tiny': 2 points per grid, 2 steps at batch 8 on the CPU (a check of the pipeline)")
     add_runner_flags(hw, "all")
-    tab = sub.add_parser("table", help="methods x domain pairs x backbones over seeds: the comparison table")
+    tab = sub.add_parser("table", help="methods x domain pairs x backbones over seeds: the comparison table",
+                         epilog=PASS_THROUGH, **common)
     tab.add_argument("--out", required=True, help="the table's folder (runs/, table.md, table.csv, paired.md)")
     tab.add_argument("--recipes", default="",
                      help="a YAML of rows (method and flags) and the table's defaults, e.g. sweeps/digits_table.yaml")
@@ -130,25 +139,26 @@ def get_args_parser() -> argparse.ArgumentParser:
     tab.add_argument("--seeds", default="", help="seeds of every cell, mean ± std (default: the recipes', "
                                                  "else 0,1,2,3,4)")
     add_runner_flags(tab, "all")
-    run = sub.add_parser("run", help="run a sweep YAML's grid locally; finished runs are skipped")
+    run = sub.add_parser("run", help="run a sweep YAML's grid locally; finished runs are skipped",
+                         epilog=PASS_THROUGH, **common)
     run.add_argument("sweep", help="a W&B sweep YAML, e.g. sweeps/4C_dann_xdomain.yaml")
     run.add_argument("--out", required=True, help="the local sweep folder (runs, table.md)")
     add_runner_flags(run, "")
     run.add_argument("--command_style", default="sweep", choices=("sweep", "python"),
                      help="'sweep': the YAML's command (accelerate launch); 'python': python PROGRAM")
     run.add_argument("--max_runs", type=int, default=0, help="start at most this many runs (0: all)")
-    best = sub.add_parser("best", help="best configuration of a sweep and the final run's command")
+    best = sub.add_parser("best", help="best configuration of a sweep and the final run's command", **common)
     best.add_argument("sweep", help="a local sweep folder or a W&B sweep path entity/project/sweep_id")
     best.add_argument("--target", default="art_painting", help="target domain of the final run")
     best.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the final run")
     best.add_argument("--name", default="", help="experiment name (e.g. 4B): W&B group and runs/final/NAME")
-    multi = sub.add_parser("multinode", help="the sbatch script of one training run on several nodes")
+    multi = sub.add_parser("multinode", help="the sbatch script of one training run on several nodes", **common)
     multi.add_argument("--nodes", type=int, required=True, help="nodes of the run")
     multi.add_argument("--gpus_per_node", type=int, default=8, help="GPUs of each node: one process each")
     multi.add_argument("--run_dir", required=True, help="the run's folder (--output_dir; resumed from there)")
     multi.add_argument("--out", default="", help="the script's file (default: RUN_DIR.sbatch)")
     add_slurm_flags(multi, jobs=False)
-    rep = sub.add_parser("report", help="the comparison table from recorded runs")
+    rep = sub.add_parser("report", help="the comparison table from recorded runs", **common)
     rep.add_argument("rows", nargs="+", metavar="NAME=SOURCE",
                      help="e.g. 4D=runs/final/4D; SOURCE: run folder, results.json, sweep folder, wandb:PATH")
     rep.add_argument("--out", default="", help="also write the Markdown table here")

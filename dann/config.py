@@ -99,7 +99,9 @@ class TrainConfig:
     clip_grad: float = field(default=0.0, metadata=_flag(
         "clip the gradient's global L2 norm to this (0: no clipping); train/grad_norm logs it"))
     max_steps: int = field(default=0, metadata=_flag(
-        "stop after this many iterations (0: run all epochs); a quick check of a setup"))
+        "stop after this many iterations (0: run all epochs); a quick check of a setup: it also "
+        "evaluates at most max_steps x batch_size images per domain, and skips the t-SNE and the saved "
+        "weights unless --tsne / --save_model ask for them"))
     seed: int = field(default=0, metadata=_flag("random seed (weights init, shuffling, dropout)"))
     # hardware
     cpu: bool = field(default=False, metadata=_flag("run on the CPU even if a GPU is present"))
@@ -124,8 +126,12 @@ class TrainConfig:
     run_name: str = field(default="", metadata=_flag("tracker run name (default: W&B's random name)"))
     wandb_group: str = field(default="", metadata=_flag("W&B group, e.g. the experiment: 4B"))
     wandb_tags: str = field(default="", metadata=_flag("W&B tags, comma-separated"))
-    tsne: bool = field(default=True, metadata=_flag(
-        "at the end: t-SNE of G_f features of source and target test images"))
+    tsne: bool | None = field(default=None, metadata=_flag(
+        "at the end: t-SNE of G_f features of source and target test images (default: on, off with "
+        "--max_steps)"))
+    save_model: bool | None = field(default=None, metadata=_flag(
+        "at the end: the weights as <output_dir>/model.safetensors (default: on, off with --max_steps; "
+        "sweeps can turn it off: an AlexNet is 446 MB)"))
     tsne_samples: int = field(default=500, metadata=_flag("images per domain in the t-SNE"))
     seeds: str = field(default="", metadata=_flag(
         "comma-separated seeds: one model per seed (and target), reported as mean and std; "
@@ -194,14 +200,15 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         help = action.help or ""
-        if action.default not in ("", None, argparse.SUPPRESS) and action.option_strings and "%(default)" not in help:
+        empty = action.default in ("", None, argparse.SUPPRESS) or action.default == []
+        if not empty and action.option_strings and "%(default)" not in help:
             help += " (default: %(default)s)"
         return help
 
 
 def _add_flag(parser, f: dataclasses.Field, default, help: str, choices=None) -> None:
     """One flag for a dataclass field: --name VALUE, or for booleans --name[=true|false] and --no-name."""
-    if f.type in ("bool", bool):
+    if f.type in ("bool", bool, "bool | None"):  # None: decided for the run (see dann.run.resolve)
         parser.add_argument(f"--{f.name}", nargs="?", const=True, type=parse_bool, default=default,
                             metavar="true|false", help=help)
         parser.add_argument(f"--no-{f.name}", dest=f.name, action="store_false", help=argparse.SUPPRESS)

@@ -83,6 +83,9 @@ def resolve(config: TrainConfig, dataset) -> TrainConfig:
                  f"--epochs {GPU_EPOCHS}, the default on a GPU)")
     if config.num_workers == -1:
         changes["num_workers"] = datasets.default_workers()
+    for flag in ("tsne", "save_model"):  # the quick check (--max_steps) skips them unless asked
+        if getattr(config, flag) is None:
+            changes[flag] = not config.max_steps
     changes["source"], changes["target"] = datasets.check_domains(dataset, config)
     config = dataclasses.replace(config, **changes)
     if config.resume not in ("", "auto") and not config.output_dir:  # continue in the run's folder
@@ -132,12 +135,13 @@ def run(config: TrainConfig, stop=None) -> dict:
     check_batch(config, accelerator)
     output_dir = Path(config.output_dir)
     # Refuse a second live run writing in the same folder.
+    created = not output_dir.exists()
     lock = on_main_first(accelerator, lambda: checkpoint.lock_run_dir(output_dir), others_too=False)
     try:
         return train_all(config, accelerator, dataset, stop, wall_start)
     finally:
         if lock is not None:
-            lock.close()
+            checkpoint.release_run_dir(lock, output_dir, created)
 
 
 def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, step_offset: int,
@@ -158,7 +162,7 @@ def train_model(config: TrainConfig, model, accelerator: Accelerator, split, pre
     results.update(tracking.end_of_run_figures(accelerator, model, split, results["confusion_matrix"],
                                                config, model_dir, prefix, stop))
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and config.save_model:
         model_dir.mkdir(parents=True, exist_ok=True)
         accelerator.save_model(model, model_dir)  # model.safetensors
     accelerator.free_memory()  # the next model starts clean

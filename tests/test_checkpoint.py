@@ -219,9 +219,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, monkeypatch, ca
     assert not (out / "results.json").exists()
 
 
-def test_skipped_update_leaves_the_weights_of_the_last_good_step():
-    """NonFiniteGuard: fused SGD skips the update for a NaN loss and every later one, on the device."""
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_skipped_update_leaves_the_weights_of_the_last_good_step(precision):
+    """NonFiniteGuard: the update of a NaN loss and every later one are skipped on the device.
+    fp16: Accelerate wraps the optimizer with a GradScaler, which sets and then deletes the
+    fused kernel's `found_inf` itself; a real torch GradScaler (CPU) in that place checks
+    that the skip still holds, and stays sticky, under it."""
     from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
 
     from dann.config import TrainConfig
     from dann.train import NonFiniteGuard, make_optimizer
@@ -229,19 +234,26 @@ def test_skipped_update_leaves_the_weights_of_the_last_good_step():
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(3, 2)
     model, optimizer = accelerator.prepare(model, make_optimizer(model, TrainConfig(lr=0.1)))
+    assert optimizer.optimizer.defaults["fused"]  # the path the loop takes
+    if precision == "fp16":  # what accelerate.prepare builds under --mixed_precision fp16 on a GPU
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4)
+        optimizer = AcceleratedOptimizer(optimizer.optimizer, scaler=scaler)
+        accelerator.scaler = scaler
     guard = NonFiniteGuard(accelerator, optimizer, start_step=10)
     x = torch.randn(4, 3)
     snapshots = []
-    for loss_scale in (1.0, float("nan"), 1.0):
+    for loss_scale in (1.0, 1.0, float("nan"), 1.0, 1.0):
         loss = model(x).sum() * loss_scale
-        guard.before_update(loss)
+        guard.check(loss)
         optimizer.zero_grad()
         accelerator.backward(loss)
+        guard.before_step(model.parameters())
         optimizer.step()
         snapshots.append(model.weight.detach().clone())
-    assert torch.equal(snapshots[0], snapshots[1]) and torch.equal(snapshots[1], snapshots[2])
-    assert torch.isfinite(snapshots[2]).all()
-    with pytest.raises(UserError, match="at step 12;"):
+    assert not torch.equal(snapshots[0], snapshots[1])  # good steps do update
+    assert all(torch.equal(snapshots[1], later) for later in snapshots[2:])  # the NaN one and all after: none
+    assert torch.isfinite(snapshots[-1]).all()
+    with pytest.raises(UserError, match="at step 13;"):
         guard.raise_if_bad()
 
 

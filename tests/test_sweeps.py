@@ -47,6 +47,22 @@ def test_sweep_yaml_is_valid_and_its_parameters_are_flags(path):
             assert before.strip().startswith("#"), f"{path.name}: no comment above {name}"
 
 
+TUNING = sorted((ROOT / "sweeps" / "digits_tune").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TUNING, ids=lambda p: p.stem)
+def test_tuning_grids_run_only_on_the_tuning_pair_and_parse(path):
+    """The digits table's recipes are chosen on digits -> digits_m, never on a benchmark pair;
+    every grid point is a command line its method accepts (its own flags, no other's)."""
+    config = sweeps.load_sweep(path)
+    assert sweeps.check_sweep(config) == []
+    parameters = config["parameters"]
+    assert (parameters["source"], parameters["target"]) == ({"value": "digits"}, {"value": "digits_m"})
+    assert len(parameters["seeds"]["value"].split(",")) == 3
+    for params in sweeps.grid(config):
+        parse_config("dann", sweeps.flag_args(params))
+
+
 def test_check_sweep_finds_mistakes():
     bad = {"method": "bayes", "metric": {"name": "x"}, "program": "train.py",
            "parameters": {"lr": {"values": []}, "alpha": {"min": 0}}, "commands": []}
