@@ -18,6 +18,8 @@ REAL_PACS = Path(os.environ.get("PACS_ROOT", ROOT.parent / "shared" / "data" / "
 @pytest.fixture(scope="session")
 def real_pacs() -> Path:
     if not REAL_PACS.is_dir():
+        if os.environ.get("DANN_REQUIRE_REAL_PACS") == "1":  # CI: its PACS tests must run, not skip
+            pytest.fail(f"DANN_REQUIRE_REAL_PACS=1 but the real PACS is not at {REAL_PACS}; set PACS_ROOT")
         pytest.skip(f"needs the real PACS: not at {REAL_PACS} (set PACS_ROOT to its folder; CI has it)")
     return REAL_PACS
 
