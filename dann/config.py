@@ -76,7 +76,7 @@ class TrainConfig:
     pretrained: str = field(default="imagenet", metadata=_flag(
         "'imagenet' (download), 'none' (random init) or PATH to weights (a torchvision state dict; "
         "alexnet_caffe: bvlc_alexnet.npy)"))
-    # optimization (defaults: the seed's homework settings)
+    # optimization (defaults: the first homework's code)
     epochs: int = field(default=0, metadata=_flag(
         "epochs of training (0: 30 on a GPU, 1 on a CPU as a first look)"))
     iters_per_epoch: int = field(default=0, metadata=_flag(

@@ -68,7 +68,7 @@ def run_homework(out: str | Path, *, runner, final_seeds: str, scale: str = "ful
              str(ROOT / "train_baseline.py"), "--source=photo", f"--target={TARGET}", "--train_on=target",
              f"--seeds={final_seeds}", "--wandb_group=upper", "--run_name=upper",
              *(["--report_to=wandb"] if wandb_mode != "off" else []), *extra]
-    finals.append(Job(upper, out / "final" / "upper", "target_acc", {"from": "the seed's settings"}))
+    finals.append(Job(upper, out / "final" / "upper", "target_acc", {"from": "the homework code's settings"}))
     print(f"homework: {len(finals)} final runs over seeds {final_seeds}", flush=True)
     runner.run(finals)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -131,11 +130,11 @@ def evaluate(model, domain, accelerator: Accelerator, num_classes: int, stop=Non
     unlabeled: the domain's unlabeled training images, for methods that look at them before
     predicting (`Method.evaluation_statistics`: AdaBN); their labels never reach the method."""
     net = accelerator.unwrap_model(model)
-    images = (x for x, _ in unlabeled.eval_batches()) if unlabeled is not None else iter(())
+    images = (x for x, _ in unlabeled.eval_batches()) if unlabeled is not None else iter(())  # no labels
     counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=accelerator.device)
     batches = tqdm(domain.eval_batches(), total=domain.num_eval_batches(), desc=desc, leave=False,
                    disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    with net.evaluation_statistics(images) if hasattr(net, "evaluation_statistics") else nullcontext():
+    with net.evaluation_statistics(images):
         model.eval()
         for x, y in batches:
             counts += torch.bincount(y * num_classes + model(x).argmax(1), minlength=num_classes ** 2)

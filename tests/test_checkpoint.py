@@ -45,7 +45,7 @@ def flags(data: Path, out: Path, *extra: str) -> list[str]:
 def train(argv: list[str], env: dict | None = None, method: str = "dann") -> subprocess.CompletedProcess:
     """The script's command line in a subprocess; `method` picks the entry point and --method."""
     script = ["baseline"] if method == "baseline" else ["dann", "--method", method]
-    if method == "baseline":  # no G_d, no alpha
+    if method not in ("dann", "cdan", "dsn"):  # no G_d, no alpha
         i = argv.index("--alpha_schedule")
         argv = argv[:i] + argv[i + 2:]
     return subprocess.run([sys.executable, str(TINY_TRAIN), script[0], *argv, *script[1:]], capture_output=True,
@@ -62,13 +62,13 @@ def uninterrupted(tmp_path_factory):
     """metrics(method) of the run never interrupted (same data as `data`: write_tiny_pacs is seeded)."""
     done = {}
 
-    def reference(method: str = "dann") -> dict:
-        if method not in done:
+    def reference(method: str = "dann", *extra: str) -> dict:
+        if (method, extra) not in done:
             data = write_tiny_pacs(tmp_path_factory.mktemp("reference") / "PACS", per_class=4)
-            run = train(flags(data, data.parent / "reference"), method=method)
+            run = train(flags(data, data.parent / "reference", *extra), method=method)
             assert run.returncode == 0, run.stderr[-2000:]
-            done[method] = metrics(data.parent / "reference")
-        return done[method]
+            done[method, extra] = metrics(data.parent / "reference")
+        return done[method, extra]
     return reference
 
 
@@ -129,12 +129,17 @@ def test_sigkill_then_resume_gives_the_same_metrics(data, uninterrupted):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, data_path, method", [
-    ("SIGTERM", "tensor", "dann"), ("SIGINT", "loader", "dann"), ("SIGTERM", "tensor", "cdan"),
-    ("SIGTERM", "tensor", "dsn"), ("SIGTERM", "tensor", "baseline")])
-def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, name, data_path, method):
+@pytest.mark.parametrize("name, data_path, method, extra", [
+    ("SIGTERM", "tensor", "dann", ()), ("SIGINT", "loader", "dann", ()), ("SIGTERM", "tensor", "cdan", ()),
+    ("SIGTERM", "tensor", "dsn", ()), ("SIGTERM", "tensor", "baseline", ()),
+    ("SIGTERM", "tensor", "pseudo_labels", ("--pl_threshold", "0.5")),
+    # mean domain loss, clipping, a bottleneck with batch norm, MCC, and epochs of 3 iterations
+    # (the source stream wraps mid-epoch): the recipe options resume exactly too
+    ("SIGTERM", "tensor", "dann", ("--domain_loss_reduction", "mean", "--clip_grad", "1", "--bottleneck_dim", "4",
+                                   "--mcc_weight", "1", "--iters_per_epoch", "3"))])
+def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, name, data_path, method, extra):
     out = data.parent / name
-    argv = flags(data, out) + ["--data_path", data_path]
+    argv = flags(data, out, *extra) + ["--data_path", data_path]
     stopped = train(argv, {"TINY_SIGNAL_AT_STEP": "6", "TINY_SIGNAL": name}, method=method)
     assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr[-2000:]
     last = stopped.stderr.strip().splitlines()[-1]
@@ -144,7 +149,7 @@ def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, n
 
     resumed = train(argv + ["--resume", "auto"], method=method)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert metrics(out) == uninterrupted(method)
+    assert metrics(out) == uninterrupted(method, *extra)
 
 
 @pytest.mark.slow
