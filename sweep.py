@@ -111,6 +111,16 @@ PASS_THROUGH = ("Arguments after `--` go to every training run (e.g. -- --data_r
                 "part of each run's identity.")
 
 
+def number_or_text(text: str):
+    """A flag value as a sweep YAML holds it: an int, a float, or the text itself ('on' stays 'on')."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def get_args_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="sweep.py", description=" ".join(__doc__.split("\n\n")[0].split()),
                            formatter_class=HelpFormatter)
@@ -152,6 +162,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     best.add_argument("--target", default="art_painting", help="target domain of the final run")
     best.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the final run")
     best.add_argument("--name", default="", help="experiment name (e.g. 4B): W&B group and runs/final/NAME")
+    gen = sub.add_parser("grid", help="a grid sweep YAML from a method's declared sweep values (dann/hparams.py)",
+                         epilog="Arguments after `--` (--flag=value) are the grid's fixed values.", **common)
+    gen.add_argument("--method", required=True, help="the method whose hyperparameters are swept")
+    gen.add_argument("--vary", default="", help="comma-separated hyperparameters to vary (default: every one "
+                                                "with sweep values)")
+    gen.add_argument("--also", action="append", default=[], metavar="FLAG=V1,V2",
+                     help="another flag's values, repeatable, e.g. --also lr=0.003,0.01")
+    gen.add_argument("--out", required=True, help="the YAML file to write")
     multi = sub.add_parser("multinode", help="the sbatch script of one training run on several nodes", **common)
     multi.add_argument("--nodes", type=int, required=True, help="nodes of the run")
     multi.add_argument("--gpus_per_node", type=int, default=8, help="GPUs of each node: one process each")
@@ -198,6 +216,26 @@ def main(argv: list[str]) -> int:
         count = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "pending")}
         print(f"{count['finished']} of {len(rows)} runs finished, {count['failed']} failed, "
               f"{count['pending']} left -> {args.out}/table.md")
+    elif args.command == "grid":
+        import yaml
+
+        also = {}
+        for item in args.also:
+            flag, _, values = item.partition("=")
+            if not values:
+                raise UserError(f"--also {item!r}: give FLAG=V1,V2, e.g. --also lr=0.003,0.01")
+            also[flag] = [number_or_text(v) for v in values.split(",")]
+        fixed = {}
+        for item in extra:
+            flag, _, value = item.removeprefix("--").partition("=")
+            fixed[flag] = number_or_text(value) if value else True
+        config = sweeps.sweep_from_hparams(args.method, [v for v in args.vary.split(",") if v], fixed, also)
+        for params in sweeps.grid(config):  # every point a command line the method accepts
+            from dann.config import parse_config
+
+            parse_config("baseline" if config["program"] == "train_baseline.py" else "dann", sweeps.flag_args(params))
+        Path(args.out).write_text(yaml.safe_dump(config, sort_keys=False))
+        print(f"{len(sweeps.grid(config))} points -> {args.out}")
     elif args.command == "multinode":
         write_multinode(args, extra)
     elif args.command == "best":

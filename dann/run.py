@@ -20,8 +20,8 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from dann import checkpoint, datasets, methods, tracking
-from dann.config import TrainConfig, default_output_dir
-from dann.errors import UserError, note
+from dann.config import TrainConfig, default_output_dir, with_method
+from dann.errors import UserError, is_main_process, note
 from dann.train import fit
 
 GPU_EPOCHS, CPU_EPOCHS = 30, 1  # --epochs 0: the homework's run on a GPU, a first look on a CPU
@@ -142,6 +142,22 @@ def run(config: TrainConfig, stop=None) -> dict:
     finally:
         if lock is not None:
             checkpoint.release_run_dir(lock, output_dir, created)
+
+
+def first_look(config: TrainConfig, stop=None) -> tuple[dict, dict]:
+    """--first_look: the source-only baseline, then --method, on the same data, budget and seed,
+    in <output_dir>/source_only and <output_dir>/<method>; prints their target accuracies side by side."""
+    base = config.output_dir or default_output_dir(dataclasses.replace(config, method="first_look"))
+    baseline = run(with_method(config, "baseline", first_look=False, output_dir=f"{base}/source_only"), stop)
+    adapted = run(dataclasses.replace(config, first_look=False, output_dir=f"{base}/{config.method}"), stop)
+    if is_main_process():
+        steps = adapted["runs"][0]["steps"]
+        print(f"first look: {adapted['config']['source']} -> {adapted['config']['target']} ({config.dataset}, "
+              f"--backbone {config.backbone}, {steps} steps, seed {config.seed}), target accuracy:\n"
+              f"  source only  {100 * baseline['target_acc']:5.1f}%\n"
+              f"  {config.method:<11}  {100 * adapted['target_acc']:5.1f}%  "
+              f"({100 * (adapted['target_acc'] - baseline['target_acc']):+.1f} points) -> {base}")
+    return baseline, adapted
 
 
 def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, step_offset: int,

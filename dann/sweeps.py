@@ -77,6 +77,28 @@ def grid(config: dict) -> list[dict]:
     return [dict(zip(names, values)) for values in itertools.product(*choices)]
 
 
+def sweep_from_hparams(method: str, vary: list[str], fixed: dict, also: dict | None = None,
+                       metric: str = "target_acc") -> dict:
+    """A W&B grid sweep for `method`: the fields of its hyperparameters (dann/hparams.py) named
+    in `vary` (all those with sweep values when empty) over their declared values, `also`
+    {flag: [values]} for others (e.g. lr), every `fixed` {flag: value} as a single value."""
+    from dann import plugins
+
+    script = "baseline" if method == plugins.BASELINE else "dann"
+    ranged = {f.name: f.metadata["sweep"] for f in plugins.hparams_of(plugins.METHODS, method).fields()
+              if f.metadata["sweep"]}
+    unknown = [name for name in vary if name not in ranged]
+    if unknown:
+        raise UserError(f"--vary {','.join(unknown)}: --method {method} declares no sweep values for it; "
+                        f"those it does: {', '.join(ranged) or 'none'}")
+    parameters = {**({} if script == "baseline" else {"method": {"value": method}}),
+                  **{k: {"value": v} for k, v in fixed.items()},
+                  **{name: {"values": ranged[name]} for name in (vary or ranged)},
+                  **{k: {"values": v} for k, v in (also or {}).items()}}
+    return {"name": f"{method}-grid", "program": f"train_{script}.py", "method": "grid",
+            "metric": {"name": metric, "goal": "maximize"}, "parameters": parameters, "command": DEFAULT_COMMAND}
+
+
 def run_key(params: dict, extra: list[str] = ()) -> str:
     """A stable name for a grid point and the flags given after `--`: the same run gets the
     same folder on every rerun, and other extra flags make other runs."""

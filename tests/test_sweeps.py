@@ -294,3 +294,24 @@ def test_the_training_library_never_imports_the_experiment_tier():
                   for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
                   for alias in node.names]
         assert not [n for n in names if n.startswith("dann.") and n.split(".")[1] in TIER], path
+
+
+def test_grid_from_a_methods_declared_sweep_values(tmp_path):
+    """`sweep.py grid`: the method's own sweep values (dann/hparams.py), other flags' values
+    from --also, the fixed flags after --; every point parses as a command line."""
+    out = tmp_path / "grid.yaml"
+    done = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "grid", "--method", "cdan", "--vary",
+                           "alpha,entropy_conditioning", "--also", "lr=0.003,0.01", "--out", str(out), "--",
+                           "--dataset=digits_shipped", "--channels_last=on", "--seeds=0,1,2"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    config = sweeps.load_sweep(out)
+    assert len(sweeps.grid(config)) == 3 * 2 * 2 and config["program"] == "train_dann.py"
+    parameters = config["parameters"]
+    assert parameters["alpha"] == {"values": [0.1, 0.3, 1.0]} and parameters["lr"] == {"values": [0.003, 0.01]}
+    assert parameters["channels_last"] == {"value": "on"} and parameters["seeds"] == {"value": "0,1,2"}
+    for params in sweeps.grid(config):
+        assert parse_config("dann", sweeps.flag_args(params)).method_hp.alpha == params["alpha"]
+    refused = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "grid", "--method", "mcc", "--vary", "alpha",
+                              "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "declares no sweep values for it" in refused.stderr
