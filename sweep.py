@@ -14,14 +14,22 @@ or the whole first homework in one command.
 
 Arguments after `--` in `run`, `homework` and `table` go to every training run (e.g. -- --data_root
 /data/PACS); they are part of each run's identity, and `best` keeps them in the final command.
+`--launcher slurm` makes every run of `run`, `homework` and `table` a Slurm job (the --slurm_* flags);
+`multinode` writes the sbatch script of one run on several nodes:
+
+    python sweep.py homework --out runs/homework --launcher slurm --slurm_partition gpu --slurm_time 4:00:00
+    python sweep.py multinode --nodes 2 --gpus_per_node 8 --run_dir runs/big -- train_dann.py --epochs 30
 """
 import argparse
 import os
 import shlex
 import sys
+from pathlib import Path
 
 from dann import plugins, report, sweeps
+from dann.config import HelpFormatter, OneLineParser
 from dann.errors import UserError
+from dann.runner import Runner, slots_for
 
 GPU_RUNS = 4  # --runs_per_gpu default with GPUs: an estimate until benchmarks/bench_dann.py measures it
 SELECTION_HELP = ("oracle (target accuracy), xdomain (cross-domain mean), or a rule run without target labels: "
@@ -40,12 +48,47 @@ def visible_gpus() -> list[str]:
 
 
 def add_runner_flags(parser: argparse.ArgumentParser, gpus_default: str) -> None:
+    parser.add_argument("--launcher", default="local",
+                        help="'local': runs on this machine's GPUs (or CPU); 'slurm': every run a Slurm job")
     parser.add_argument("--gpus", default=gpus_default,
-                        help="comma-separated GPU ids; 'all': every visible GPU; '': the CPU (or one default GPU)")
+                        help="local: GPU ids, comma-separated; 'all': every visible GPU; '': the CPU (or one GPU)")
     parser.add_argument("--runs_per_gpu", type=int, default=0,
-                        help=f"concurrent runs on each GPU (0: {GPU_RUNS} with GPUs, 1 on the CPU)")
+                        help=f"local: concurrent runs on each GPU (0: {GPU_RUNS} with GPUs, 1 on the CPU)")
     parser.add_argument("--wandb", default="offline", choices=("online", "offline", "off"),
                         help="W&B mode of the runs ('off': --report_to=none)")
+    add_slurm_flags(parser, jobs=True)
+
+
+def add_slurm_flags(parser: argparse.ArgumentParser, jobs: bool) -> None:
+    slurm = parser.add_argument_group("Slurm (--launcher slurm)" if jobs else "Slurm")
+    slurm.add_argument("--slurm_partition", default="", help="partition (default: the cluster's)")
+    slurm.add_argument("--slurm_time", default="240", help="time limit of a job: minutes or [D-]HH:MM:SS")
+    slurm.add_argument("--slurm_cpus_per_job", type=int, default=4, help="CPUs of a job (of each node: multinode)")
+    slurm.add_argument("--slurm_mem", default="", help="memory of a job as sbatch's --mem, e.g. 32G")
+    slurm.add_argument("--slurm_sbatch", action="append", default=[], metavar="OPTION[=VALUE]",
+                       help="any other sbatch option, repeatable: --slurm_sbatch account=lab --slurm_sbatch exclusive")
+    if jobs:
+        slurm.add_argument("--slurm_gpus_per_job", type=int, default=1, help="GPUs of a job: one process each")
+        slurm.add_argument("--slurm_array_parallelism", type=int, default=256, help="jobs of an array run at once")
+        slurm.add_argument("--slurm_poll", type=float, default=30, help="seconds between squeue calls while waiting")
+
+
+def slurm_settings(args):
+    """The --slurm_* flags, checked (multinode has no per-job GPU, array or poll flags)."""
+    from dann.slurm import SlurmSettings, check_mem, parse_time, sbatch_options
+
+    settings = SlurmSettings(partition=args.slurm_partition, time_min=parse_time(args.slurm_time),
+                             cpus_per_job=args.slurm_cpus_per_job, mem=check_mem(args.slurm_mem),
+                             sbatch=sbatch_options(args.slurm_sbatch))
+    if hasattr(args, "slurm_gpus_per_job"):
+        settings.gpus_per_job, settings.array_parallelism = args.slurm_gpus_per_job, args.slurm_array_parallelism
+        settings.poll_s = args.slurm_poll
+    least = {"--slurm_cpus_per_job": (settings.cpus_per_job, 1), "--slurm_gpus_per_job": (settings.gpus_per_job, 0),
+             "--slurm_array_parallelism": (settings.array_parallelism, 1), "--slurm_poll": (settings.poll_s, 0.1)}
+    for flag, (value, low) in least.items():
+        if value < low:
+            raise UserError(f"{flag} must be >= {low}, got {value}")
+    return settings
 
 
 def runner_settings(args) -> tuple[list[str] | None, int]:
@@ -55,10 +98,41 @@ def runner_settings(args) -> tuple[list[str] | None, int]:
     return gpus or None, args.runs_per_gpu or (GPU_RUNS if gpus else 1)
 
 
+def make_runner(args, out: str):
+    """The local runner (K runs per GPU) or the Slurm one (a job per run; submitit's files in OUT/slurm)."""
+    if args.command == "run" and args.launcher in ("sweep", "python"):  # its meaning before local|slurm
+        raise UserError(f"--launcher {args.launcher} is now --command_style {args.launcher}; "
+                        f"--launcher says where runs go: local or slurm")
+    if args.launcher == "local":
+        return Runner(slots_for(*runner_settings(args)), args.wandb)
+    if args.launcher == "slurm":
+        from dann.slurm import SlurmRunner
+
+        return SlurmRunner(Path(out) / "slurm", slurm_settings(args), args.wandb, name=f"dann-{Path(out).name}")
+    raise UserError(f"--launcher {args.launcher!r}: choose local or slurm")
+
+
+PASS_THROUGH = ("Arguments after `--` go to every training run (e.g. -- --data_root /data/PACS); they are "
+                "part of each run's identity.")
+
+
+def number_or_text(text: str):
+    """A flag value as a sweep YAML holds it: an int, a float, or the text itself ('on' stays 'on')."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="sweep.py", description=" ".join(__doc__.split("\n\n")[0].split()),
+                           formatter_class=HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    hw = sub.add_parser("homework", help="the whole first homework: four grids, best configs, finals, table")
+    common = dict(formatter_class=HelpFormatter)
+    hw = sub.add_parser("homework", help="the whole first homework: four grids, best configs, finals, table",
+                        epilog=PASS_THROUGH, **common)
     hw.add_argument("--out", default="runs/homework", help="the homework's folder (sweeps/, final/, report.md)")
     hw.add_argument("--final_seeds", default="", help="seeds of the final runs (default 0,1,2,3,4; tiny: 0,1)")
     hw.add_argument("--scale", default="full", choices=("full", "tiny"),
@@ -67,7 +141,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                      "DANN's configuration on the 3A/3B grids without target labels "
                                                      "(rows 3A-NAME, 3B-NAME): " + ", ".join(plugins.SELECTION))
     add_runner_flags(hw, "all")
-    tab = sub.add_parser("table", help="methods x domain pairs x backbones over seeds: the comparison table")
+    tab = sub.add_parser("table", help="methods x domain pairs x backbones over seeds: the comparison table",
+                         epilog=PASS_THROUGH, **common)
     tab.add_argument("--out", required=True, help="the table's folder (runs/, table.md, table.csv, paired.md)")
     tab.add_argument("--recipes", default="",
                      help="a YAML of rows (method and flags) and the table's defaults, e.g. sweeps/digits_table.yaml")
@@ -84,27 +159,42 @@ def get_args_parser() -> argparse.ArgumentParser:
     tab.add_argument("--selection", default="", help="how a recipe row with a grid (a YAML list of values) is "
                                                       "chosen in each cell: " + SELECTION_HELP)
     add_runner_flags(tab, "all")
-    run = sub.add_parser("run", help="run a sweep YAML's grid locally; finished runs are skipped")
+    run = sub.add_parser("run", help="run a sweep YAML's grid locally; finished runs are skipped",
+                         epilog=PASS_THROUGH, **common)
     run.add_argument("sweep", help="a W&B sweep YAML, e.g. sweeps/4C_dann_xdomain.yaml")
     run.add_argument("--out", required=True, help="the local sweep folder (runs, table.md)")
     add_runner_flags(run, "")
-    run.add_argument("--launcher", default="sweep", choices=("sweep", "python"),
+    run.add_argument("--command_style", default="sweep", choices=("sweep", "python"),
                      help="'sweep': the YAML's command (accelerate launch); 'python': python PROGRAM")
     run.add_argument("--max_runs", type=int, default=0, help="start at most this many runs (0: all)")
-    best = sub.add_parser("best", help="best configuration of a sweep and the final run's command")
+    best = sub.add_parser("best", help="best configuration of a sweep and the final run's command", **common)
     best.add_argument("sweep", help="a local sweep folder or a W&B sweep path entity/project/sweep_id")
     best.add_argument("--target", default="art_painting", help="target domain of the final run")
     best.add_argument("--seeds", default="0,1,2,3,4", help="seeds of the final run")
     best.add_argument("--name", default="", help="experiment name (e.g. 4B): W&B group and runs/final/NAME")
     best.add_argument("--selection", default="", help=SELECTION_HELP + " (default: the sweep's metric)")
     sel = sub.add_parser("selection", help="every selection rule against the oracle on finished grids: "
-                                           "its pick's target accuracy, regret, Spearman rank correlation")
+                                           "its pick's target accuracy, regret, Spearman rank correlation", **common)
     sel.add_argument("folders", nargs="+", metavar="RUN_FOLDER", help="local sweep folders (sweep.py run --out)")
     sel.add_argument("--out", default="", help="where selection.md/.csv and the scatter plots go "
                                                "(default: RUN_FOLDER/selection for one folder)")
     sel.add_argument("--wandb_project", default="", help="also log the table and plots to W&B in this project")
     sel.add_argument("--wandb_entity", default="")
-    rep = sub.add_parser("report", help="the comparison table from recorded runs")
+    gen = sub.add_parser("grid", help="a grid sweep YAML from a method's declared sweep values (dann/hparams.py)",
+                         epilog="Arguments after `--` (--flag=value) are the grid's fixed values.", **common)
+    gen.add_argument("--method", required=True, help="the method whose hyperparameters are swept")
+    gen.add_argument("--vary", default="", help="comma-separated hyperparameters to vary (default: every one "
+                                                "with sweep values)")
+    gen.add_argument("--also", action="append", default=[], metavar="FLAG=V1,V2",
+                     help="another flag's values, repeatable, e.g. --also lr=0.003,0.01")
+    gen.add_argument("--out", required=True, help="the YAML file to write")
+    multi = sub.add_parser("multinode", help="the sbatch script of one training run on several nodes", **common)
+    multi.add_argument("--nodes", type=int, required=True, help="nodes of the run")
+    multi.add_argument("--gpus_per_node", type=int, default=8, help="GPUs of each node: one process each")
+    multi.add_argument("--run_dir", required=True, help="the run's folder (--output_dir; resumed from there)")
+    multi.add_argument("--out", default="", help="the script's file (default: RUN_DIR.sbatch)")
+    add_slurm_flags(multi, jobs=False)
+    rep = sub.add_parser("report", help="the comparison table from recorded runs", **common)
     rep.add_argument("rows", nargs="+", metavar="NAME=SOURCE",
                      help="e.g. 4D=runs/final/4D; SOURCE: run folder, results.json, sweep folder, wandb:PATH")
     rep.add_argument("--out", default="", help="also write the Markdown table here")
@@ -119,14 +209,12 @@ def main(argv: list[str]) -> int:
     if args.command == "homework":
         from dann.homework import run_homework
 
-        gpus, per_gpu = runner_settings(args)
         seeds = args.final_seeds or ("0,1" if args.scale == "tiny" else "0,1,2,3,4")
-        run_homework(args.out, gpus=gpus, runs_per_gpu=per_gpu, final_seeds=seeds, scale=args.scale,
+        run_homework(args.out, runner=make_runner(args, args.out), final_seeds=seeds, scale=args.scale,
                      wandb_mode=args.wandb, extra=extra, selection=[n for n in args.selection.split(",") if n])
     elif args.command == "table":
         from dann.compare import load_recipes, rows_from_methods, run_table
 
-        gpus, per_gpu = runner_settings(args)
         spec = load_recipes(args.recipes) if args.recipes else {}
         if args.methods or not spec:
             rows = rows_from_methods((args.methods or "baseline,dann,dsn,upper").split(","))
@@ -139,14 +227,36 @@ def main(argv: list[str]) -> int:
         backbones = args.backbones or ",".join(spec.get("backbones", [])) or "lenet"
         run_table(args.out, dataset=args.dataset or spec.get("dataset", "digits"), pairs=pairs, rows=rows,
                   backbones=backbones.split(","), seeds=args.seeds or str(spec.get("seeds", "0,1,2,3,4")),
-                  gpus=gpus, runs_per_gpu=per_gpu, wandb_mode=args.wandb, common=spec.get("common"), extra=extra,
+                  runner=make_runner(args, args.out), wandb_mode=args.wandb, common=spec.get("common"), extra=extra,
                   selection=args.selection)
     elif args.command == "run":
-        gpus, per_gpu = runner_settings(args)
-        rows = sweeps.run_local(args.sweep, args.out, extra, args.launcher, gpus, args.wandb, args.max_runs, per_gpu)
+        rows = sweeps.run_sweep(args.sweep, args.out, extra, args.command_style, make_runner(args, args.out),
+                                args.wandb, args.max_runs)
         count = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "pending")}
         print(f"{count['finished']} of {len(rows)} runs finished, {count['failed']} failed, "
               f"{count['pending']} left -> {args.out}/table.md")
+    elif args.command == "grid":
+        import yaml
+
+        also = {}
+        for item in args.also:
+            flag, _, values = item.partition("=")
+            if not values:
+                raise UserError(f"--also {item!r}: give FLAG=V1,V2, e.g. --also lr=0.003,0.01")
+            also[flag] = [number_or_text(v) for v in values.split(",")]
+        fixed = {}
+        for item in extra:
+            flag, _, value = item.removeprefix("--").partition("=")
+            fixed[flag] = number_or_text(value) if value else True
+        config = sweeps.sweep_from_hparams(args.method, [v for v in args.vary.split(",") if v], fixed, also)
+        for params in sweeps.grid(config):  # every point a command line the method accepts
+            from dann.config import parse_config
+
+            parse_config("baseline" if config["program"] == "train_baseline.py" else "dann", sweeps.flag_args(params))
+        Path(args.out).write_text(yaml.safe_dump(config, sort_keys=False))
+        print(f"{len(sweeps.grid(config))} points -> {args.out}")
+    elif args.command == "multinode":
+        write_multinode(args, extra)
     elif args.command == "best":
         config, rows = sweeps.collect(args.sweep)
         by = ""
@@ -182,6 +292,21 @@ def main(argv: list[str]) -> int:
         if args.wandb_project:
             print(f"W&B table: {report.log_wandb_table(table, args.wandb_project, args.wandb_entity)}")
     return 0
+
+
+def write_multinode(args, train: list[str]) -> None:
+    from dann.multinode import multinode_script
+
+    if not train or not Path(train[0]).is_file():
+        raise UserError("give the training program and its flags after --, e.g. -- train_dann.py --epochs 30")
+    if args.nodes < 1 or args.gpus_per_node < 1:
+        raise UserError(f"--nodes and --gpus_per_node must be >= 1 (got {args.nodes}, {args.gpus_per_node})")
+    out = Path(args.out or f"{args.run_dir.rstrip('/')}.sbatch")
+    text = multinode_script(args.nodes, args.gpus_per_node, args.run_dir, train, slurm_settings(args), str(out))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    Path(args.run_dir).mkdir(parents=True, exist_ok=True)  # sbatch writes the job's log there
+    print(f"wrote {out}: {args.nodes} nodes x {args.gpus_per_node} GPUs; submit it with: sbatch {out}")
 
 
 if __name__ == "__main__":

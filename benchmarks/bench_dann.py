@@ -185,11 +185,12 @@ def floor_case(config: TrainConfig, steps_per_epoch: int, eval_images: int, warm
 
         def step(host_sync: bool):
             loss, _ = model(x_s, y_s, x_t, 0.5)
-            guard.before_update(loss)
+            guard.check(loss)
             if host_sync:  # what the loop did before: read the flag on the host every step
                 guard.raise_if_bad()
             optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
+            guard.before_step(model.parameters())
             optimizer.step()
 
         def steps_per_second(host_sync: bool) -> float:

@@ -30,8 +30,8 @@ MUST_MATCH = ("dataset", "source", "target", "train_on", "batch_size", "seed", "
 
 def lock_run_dir(output_dir: str | Path):
     """Take <output_dir>/.lock, or refuse: another live run writes there. Returns the open
-    lock file; closing it releases the lock. The kernel releases an flock when its process
-    ends, however it ends, so a killed run never leaves a stale lock behind."""
+    lock file (`release_run_dir` gives it back). The kernel releases an flock when its
+    process ends, however it ends: the file a killed run leaves is taken over by the next."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     handle = open(output_dir / ".lock", "a+")
@@ -47,6 +47,16 @@ def lock_run_dir(output_dir: str | Path):
     handle.write(str(os.getpid()))
     handle.flush()
     return handle
+
+
+def release_run_dir(handle, output_dir: str | Path, created: bool) -> None:
+    """Remove the lock file and release the lock; a folder this run created and left empty
+    (it failed before writing anything) goes too."""
+    output_dir = Path(output_dir)
+    (output_dir / ".lock").unlink(missing_ok=True)  # still ours: a second run fails on the flock
+    handle.close()
+    if created and output_dir.is_dir() and not any(output_dir.iterdir()):
+        output_dir.rmdir()
 
 
 def checkpoint_dir(output_dir: str | Path) -> Path:

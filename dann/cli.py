@@ -46,7 +46,12 @@ def main(script: str, argv: list[str] | None = None, stop=None, config=None) -> 
     from dann.run import run
 
     try:
-        run(config, stop)
+        if config.first_look:
+            from dann.run import first_look
+
+            first_look(config, stop)
+        else:
+            run(config, stop)
     except Interrupted as e:  # SIGTERM / SIGINT: checkpointed, says how to resume
         if is_main_process():
             print(f"stopped: {e}", file=sys.stderr)

@@ -9,11 +9,12 @@ A row is a method and its flags: a name of --methods (the method with its defaul
 `baseline` trains on the source, `upper` on the labeled target), or a row of a recipes YAML
 (`rows: {NAME: {method: M, FLAG: VALUE, ...}}`, with `common:` flags for every run and the
 table's own defaults: dataset, pairs, backbones, seeds). Every cell is one training run over
-all seeds, started by the runner (K at a time per GPU, restartable); a row whose recipe gives
-a flag a list of values is a grid, and each cell reports the point --selection chooses
-(oracle, xdomain or an unsupervised rule; chosen.md lists the choices). Flags after `--` go
-to every run that takes them. Written: table.md (mean ± std over seeds), table.csv (every
-seed), and paired.md: each row's gain over the source-only row of the same pair and seeds.
+all seeds, started by the runner (K at a time per GPU, or a Slurm job each; restartable); a
+row whose recipe gives a flag a list of values is a grid, and each cell reports the point
+--selection chooses (oracle, xdomain or an unsupervised rule; chosen.md lists the choices).
+Flags after `--` go to every run that takes them. Written: table.md (mean ± std over
+seeds), table.csv (every seed), and paired.md: each row's gain over the source-only row of
+the same pair and seeds.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ from dann import plugins
 from dann.config import get_args_parser
 from dann.errors import UserError
 from dann.model_selection import best_index, criterion
-from dann.runner import Job, Runner, read_metric
+from dann.runner import Job, read_metric
 
 ROOT = Path(__file__).resolve().parents[1]
 LABELS = {"baseline": "trained on source", "upper": "trained on target (upper bound)", "dann": "DANN",
@@ -190,11 +191,11 @@ def choose_points(jobs: list[Job], selection: str) -> tuple[list[Job], str]:
 
 
 def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], rows: list[Row],
-              backbones: list[str], seeds: str, gpus: list[str] | None, runs_per_gpu: int,
-              wandb_mode: str = "off", common: dict | None = None, extra: list[str] = (),
-              selection: str = "") -> str:
-    """Train every cell (skipping finished ones), write table.md / table.csv / paired.md (and
-    chosen.md for rows with a grid, chosen per cell by `selection`); returns the Markdown table."""
+              backbones: list[str], seeds: str, runner, wandb_mode: str = "off", common: dict | None = None,
+              extra: list[str] = (), selection: str = "") -> str:
+    """Train every cell with `runner` (dann.runner.Runner or dann.slurm.SlurmRunner; finished
+    ones are skipped), write table.md / table.csv / paired.md (and chosen.md for rows with a
+    grid, chosen per cell by `selection`); returns the Markdown table."""
     out, common = Path(out), dict(common or {})
     for row in rows:
         check_row(row, common)
@@ -207,7 +208,7 @@ def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], ro
     jobs = [job for pair in pairs for backbone in backbones for row in rows
             for job in cell_jobs(out, dataset, pair, backbone, row, seeds, common, extra)]
     start = time.time()
-    Runner([g for g in (gpus or [None]) for _ in range(runs_per_gpu)], wandb_mode).run(jobs)
+    runner.run(jobs)
     jobs, chosen = choose_points(jobs, selection)
     markdown, csv_rows = table(jobs)
     out.mkdir(parents=True, exist_ok=True)

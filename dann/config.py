@@ -16,6 +16,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from dann import hparams, plugins
 
@@ -23,6 +24,8 @@ SCRIPTS = ("dann", "baseline")  # train_dann.py, train_baseline.py
 ADAPT = ("dann",)  # flags of train_dann.py only
 # train_dann.py's methods: every registered one but the baseline (train_baseline.py's).
 ADAPTATION_METHODS = [m for m in plugins.METHODS if m != plugins.BASELINE]
+# --first_look's data and recipes: the CPU benchmark table's (docs/RESULTS.md).
+FIRST_LOOK_RECIPES = Path(__file__).resolve().parents[1] / "sweeps" / "digits_table.yaml"
 # The plug-in kinds whose hyperparameters join the flags: (config field, registry).
 PLUGIN_KINDS = (("method", plugins.METHODS), ("backbone", plugins.BACKBONES),
                 ("discriminator", plugins.DISCRIMINATORS))
@@ -80,7 +83,7 @@ class TrainConfig:
     pretrained: str = field(default="imagenet", metadata=_flag(
         "'imagenet' (download), 'none' (random init) or PATH to weights (a torchvision state dict; "
         "alexnet_caffe: bvlc_alexnet.npy)"))
-    # optimization (defaults: the seed's homework settings)
+    # optimization (defaults: the first homework's code)
     epochs: int = field(default=0, metadata=_flag(
         "epochs of training (0: 30 on a GPU, 1 on a CPU as a first look)"))
     iters_per_epoch: int = field(default=0, metadata=_flag(
@@ -103,7 +106,9 @@ class TrainConfig:
     clip_grad: float = field(default=0.0, metadata=_flag(
         "clip the gradient's global L2 norm to this (0: no clipping); train/grad_norm logs it"))
     max_steps: int = field(default=0, metadata=_flag(
-        "stop after this many iterations (0: run all epochs); a quick check of a setup"))
+        "stop after this many iterations (0: run all epochs); a quick check of a setup: it also "
+        "evaluates at most max_steps x batch_size images per domain, and skips the t-SNE and the saved "
+        "weights unless --tsne / --save_model ask for them"))
     seed: int = field(default=0, metadata=_flag("random seed (weights init, shuffling, dropout)"))
     # hardware
     cpu: bool = field(default=False, metadata=_flag("run on the CPU even if a GPU is present"))
@@ -128,8 +133,12 @@ class TrainConfig:
     run_name: str = field(default="", metadata=_flag("tracker run name (default: W&B's random name)"))
     wandb_group: str = field(default="", metadata=_flag("W&B group, e.g. the experiment: 4B"))
     wandb_tags: str = field(default="", metadata=_flag("W&B tags, comma-separated"))
-    tsne: bool = field(default=True, metadata=_flag(
-        "at the end: t-SNE of G_f features of source and target test images"))
+    tsne: bool | None = field(default=None, metadata=_flag(
+        "at the end: t-SNE of G_f features of source and target test images (default: on, off with "
+        "--max_steps)"))
+    save_model: bool | None = field(default=None, metadata=_flag(
+        "at the end: the weights as <output_dir>/model.safetensors (default: on, off with --max_steps; "
+        "sweeps can turn it off: an AlexNet is 446 MB)"))
     tsne_samples: int = field(default=500, metadata=_flag("images per domain in the t-SNE"))
     seeds: str = field(default="", metadata=_flag(
         "comma-separated seeds: one model per seed (and target), reported as mean and std; "
@@ -152,6 +161,11 @@ class TrainConfig:
         "PATH: a run folder or one of its checkpoints/step_* folders"))
     skip_bad_images: bool = field(default=False, metadata=_flag(
         "report unreadable image files and train without them, instead of stopping"))
+    first_look: bool = field(default=False, metadata=_flag(
+        "a first look on a CPU in a minute or two, no download: trains the source-only baseline and --method "
+        "(DANN by default) on the shipped digits, mnist -> mnist_m, with the recipes of the CPU benchmark "
+        "(sweeps/digits_table.yaml), and prints both target accuracies side by side; flags you give "
+        "override the recipe", scripts=ADAPT))
     # The plug-ins' own hyperparameters (not flags themselves: their fields are); filled with
     # the plug-in's defaults when not given.
     method_hp: hparams.Hparams | None = None
@@ -219,14 +233,15 @@ class HelpFormatter(argparse.HelpFormatter):
 
     def _get_help_string(self, action):
         help = action.help or ""
-        if action.default not in ("", None, argparse.SUPPRESS) and action.option_strings and "%(default)" not in help:
+        empty = action.default in ("", None, argparse.SUPPRESS) or action.default == []
+        if not empty and action.option_strings and "%(default)" not in help:
             help += " (default: %(default)s)"
         return help
 
 
 def _add_flag(parser, f: dataclasses.Field, default, help: str, choices=None) -> None:
     """One flag for a dataclass field: --name VALUE, or for booleans --name[=true|false] and --no-name."""
-    if f.type in ("bool", bool):
+    if f.type in ("bool", bool, "bool | None"):  # None: decided for the run (see dann.run.resolve)
         parser.add_argument(f"--{f.name}", nargs="?", const=True, type=parse_bool, default=default,
                             metavar="true|false", help=help)
         parser.add_argument(f"--no-{f.name}", dest=f.name, action="store_false", help=argparse.SUPPRESS)
@@ -319,6 +334,12 @@ def make_config(**values) -> TrainConfig:
     return TrainConfig(**shared, **hp)
 
 
+def with_method(config: TrainConfig, method: str, **changes) -> TrainConfig:
+    """The same run settings (data, budget, backbone) for another method, with its defaults."""
+    return dataclasses.replace(config, method=method, method_hp=plugins.hparams_of(plugins.METHODS, method)(),
+                               **changes)
+
+
 def validate(config: TrainConfig) -> list[str]:
     """Everything wrong with the flag values, as one-line messages (empty if fine).
     Domain names are checked later, against the domains the dataset holds."""
@@ -365,21 +386,40 @@ def validate(config: TrainConfig) -> list[str]:
     return errors
 
 
-def chosen_plugins(script: str, argv: list[str]) -> tuple[str, str, str]:
+def first_look_recipe(method: str) -> dict:
+    """--first_look's defaults for `method`: the CPU benchmark's data, its first pair, the flags
+    every row shares and those of the first row of `method` (sweeps/digits_table.yaml)."""
+    import yaml  # here: only --first_look reads the file
+
+    spec = yaml.safe_load(FIRST_LOOK_RECIPES.read_text())
+    rows = [dict(row) for row in spec["rows"].values() if row["method"] == method]
+    if not rows:
+        raise SystemExit(f"error: --first_look has no recipe for --method {method} in {FIRST_LOOK_RECIPES}; "
+                         f"choose one of {', '.join(sorted({r['method'] for r in spec['rows'].values()}))}")
+    source, target = spec["pairs"][0].split(":")
+    return {"dataset": spec["dataset"], "source": source, "target": target, "backbone": spec["backbones"][0],
+            **spec["common"], **rows[0]}
+
+
+def chosen_plugins(script: str, argv: list[str]) -> tuple[str, str, str, dict]:
     """--method, --backbone and --discriminator from argv (defaults where absent): they decide
-    which flags the full parser offers. An unknown name, or a method of the other script, is one line."""
+    which flags the full parser offers; and the recipe of --first_look (empty without it), the
+    parser's defaults then. An unknown name, or a method of the other script, is one line."""
     pre = OneLineParser(prog=f"train_{script}.py", add_help=False)
     pre.add_argument("--method", default=TrainConfig.method if script == "dann" else plugins.BASELINE,
                      choices=plugins.METHODS)
-    pre.add_argument("--backbone", default=TrainConfig.backbone, choices=plugins.BACKBONES)
-    pre.add_argument("--discriminator", default=TrainConfig.discriminator, choices=plugins.DISCRIMINATORS)
+    pre.add_argument("--backbone", choices=plugins.BACKBONES)
+    pre.add_argument("--discriminator", choices=plugins.DISCRIMINATORS)
+    pre.add_argument("--first_look", nargs="?", const=True, type=parse_bool, default=False)
     known, _ = pre.parse_known_args(argv)
     if script == "baseline" and known.method != plugins.BASELINE:
         pre.error(f"--method {known.method}: train_baseline.py trains the source-only baseline; "
                   f"the adaptation methods are train_dann.py --method NAME")
     if script == "dann" and known.method == plugins.BASELINE:
         pre.error("--method baseline: the source-only baseline is train_baseline.py")
-    return known.method, known.backbone, known.discriminator
+    recipe = first_look_recipe(known.method) if known.first_look and script == "dann" else {}
+    return (known.method, known.backbone or recipe.get("backbone", TrainConfig.backbone),
+            known.discriminator or recipe.get("discriminator", TrainConfig.discriminator), recipe)
 
 
 def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
@@ -387,8 +427,9 @@ def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
     if script not in SCRIPTS:
         raise ValueError(f"unknown script {script!r}")
     argv = sys.argv[1:] if argv is None else list(argv)
-    method, backbone, discriminator = chosen_plugins(script, argv)
+    method, backbone, discriminator, recipe = chosen_plugins(script, argv)
     parser = get_args_parser(script, method, backbone, discriminator)
+    parser.set_defaults(**recipe)  # --first_look: its recipe, under the flags given
     args, unknown = parser.parse_known_args(argv)
     flags = [a.removeprefix("--").split("=", 1)[0] for a in unknown if a.startswith("--")]
     if unknown and not flags:

@@ -45,9 +45,14 @@ def stream_seed(seed: int, epoch: int, stream: str) -> int:
     return seed * 100_003 + epoch + 1_000_003 * zlib.crc32(stream.encode())
 
 
-def eval_indices(n: int, rank: int = 0, world: int = 1) -> torch.Tensor:
-    """A contiguous shard of range(n): together the shards hold each index exactly once."""
-    return torch.arange(n).tensor_split(world)[rank]
+def eval_indices(n: int, rank: int = 0, world: int = 1, limit: int = 0) -> torch.Tensor:
+    """A contiguous shard of range(n): together the shards hold each index exactly once.
+    limit > 0: of `limit` indices spread evenly over range(n) instead (a quick check's
+    evaluation: every class of a domain listed class by class)."""
+    index = torch.arange(n)
+    if 0 < limit < n:
+        index = torch.linspace(0, n - 1, limit).round().long()
+    return index.tensor_split(world)[rank]
 
 
 def crop_size(spec: InputSpec, image_size: int, backbone: str, dataset: str) -> int:
@@ -124,10 +129,10 @@ class TensorDomain:
 
     def __init__(self, name: str, inputs: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
                  seed: int, rank: int = 0, world: int = 1, transform: ImageTransform | None = None,
-                 augment: bool = False):
+                 augment: bool = False, eval_limit: int = 0):
         self.name, self.inputs, self.labels = name, inputs, labels.to(inputs.device)
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
-        self.transform, self.augment = transform, augment
+        self.transform, self.augment, self.eval_limit = transform, augment, eval_limit
         self.device = inputs.device
 
     def __len__(self) -> int:
@@ -154,7 +159,7 @@ class TensorDomain:
 
     def _eval_index_batches(self) -> list[torch.Tensor]:
         """This process's eval shard in batches; none when the shard is empty (tiny domains)."""
-        shard = eval_indices(len(self), self.rank, self.world)
+        shard = eval_indices(len(self), self.rank, self.world, self.eval_limit)
         return list(shard.split(self.batch_size)) if len(shard) else []
 
     def num_eval_batches(self) -> int:

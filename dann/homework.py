@@ -5,6 +5,7 @@ the final runs over seeds, the trained-on-target upper bound, and the report tab
 (Markdown, CSV, and a W&B table when tracking), which names the rule that chose each row.
 
     python sweep.py homework --out runs/homework                      # K runs on each GPU
+    python sweep.py homework --out runs/homework --launcher slurm      # a Slurm job per run
     python sweep.py homework --out runs/homework --scale tiny -- --data_root=...   # CPU, minutes
 
 Restartable: every stage skips what is finished (the runner's rule), so a homework killed and
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from dann import report
 from dann.model_selection import criterion, rescored
-from dann.runner import Job, Runner, slots_for
+from dann.runner import Job
 from dann.sweeps import best_run, collect_local, final_command, load_sweep, sweep_jobs, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,20 +38,19 @@ def with_paths(config: dict) -> dict:
     return {**config, "program": str(ROOT / Path(config["program"]).name), "command": command}
 
 
-def run_homework(out: str | Path, *, gpus: list[str] | None, runs_per_gpu: int, final_seeds: str,
-                 scale: str = "full", wandb_mode: str = "offline", extra: list[str] = (),
-                 selection: list[str] = ()) -> list[list]:
-    """Every stage of the homework into `out`; returns the report table's rows. `selection`:
-    rules that also choose the baseline's and DANN's configuration on the 3A and 3B grids
-    (photo -> art_painting, reading no art_painting label): rows 3A-<rule>, 3B-<rule>."""
+def run_homework(out: str | Path, *, runner, final_seeds: str, scale: str = "full", wandb_mode: str = "offline",
+                 extra: list[str] = (), selection: list[str] = ()) -> list[list]:
+    """Every stage of the homework into `out`, each stage's runs with `runner` (dann.runner.Runner
+    or dann.slurm.SlurmRunner); returns the report table's rows. `selection`: rules that also
+    choose the baseline's and DANN's configuration on the 3A and 3B grids (photo -> art_painting,
+    reading no art_painting label): rows 3A-<rule>, 3B-<rule>."""
     out = Path(out)
     rows = [(name, sweep, RULES[name]) for name, sweep in FINALS.items()]  # (row, the grid it chooses on, rule)
     rows += [(f"{grid}-{rule}", grid, criterion(rule).name) for rule in selection if rule not in RULES.values()
              for grid in ("3A", "3B")]  # an unknown rule stops here, before anything runs
     extra = (TINY_FLAGS if scale == "tiny" else []) + list(extra) + (["--report_to=none"] if wandb_mode == "off" else [])
-    runner = Runner(slots_for(gpus, runs_per_gpu), wandb_mode)
 
-    # 1. The four grids in one pool, so that every GPU stays busy until the last run.
+    # 1. The four grids in one pool (one Slurm array), so that every GPU stays busy until the last run.
     configs = {name: with_paths(load_sweep(ROOT / "sweeps" / file)) for name, file in SWEEPS.items()}
     jobs = []
     for name, config in configs.items():
@@ -85,7 +85,7 @@ def run_homework(out: str | Path, *, gpus: list[str] | None, runs_per_gpu: int, 
              str(ROOT / "train_baseline.py"), "--source=photo", f"--target={TARGET}", "--train_on=target",
              f"--seeds={final_seeds}", "--wandb_group=upper", "--run_name=upper",
              *(["--report_to=wandb"] if wandb_mode != "off" else []), *extra]
-    finals.append(Job(upper, out / "final" / "upper", "target_acc", {"from": "the seed's settings"}))
+    finals.append(Job(upper, out / "final" / "upper", "target_acc", {"from": "the homework code's settings"}))
     folders["upper"] = out / "final" / "upper"
     print(f"homework: {len(finals)} final runs over seeds {final_seeds}", flush=True)
     runner.run(finals)

@@ -54,7 +54,7 @@ class TargetTerms(Hparams):
     entropy_weight: float = hparam(0.0, "weight of the target entropy term, mean H(softmax(G_y(G_f(x_t)))) "
                                         "(Grandvalet & Bengio 2004)", check=">=0", sweep=[0.0, 0.1, 0.3])
     mcc_weight: float = hparam(0.0, "weight of the Minimum Class Confusion term on target predictions "
-                                    "(Jin et al., ECCV 2020)", check=">=0", sweep=[0.0, 1.0])
+                                    "(Jin et al., ECCV 2020)", check=">=0", sweep=[0.0, 0.3, 1.0, 3.0])
     mcc_temperature: float = hparam(2.5, "MCC's softmax temperature T", check=">0")
 
 
@@ -76,7 +76,8 @@ class DANN(Adversarial):
 
 @dataclass(frozen=True)
 class CDAN(Adversarial):
-    entropy_conditioning: bool = hparam(False, "CDAN+E: weight each example's domain loss by 1 + exp(-H(g))")
+    entropy_conditioning: bool = hparam(False, "CDAN+E: weight each example's domain loss by 1 + exp(-H(g))",
+                                        sweep=[False, True])
     cdan_random_dim: int = hparam(1024, "size of the randomized multilinear map, used when features x classes "
                                         "exceeds 4096", check=">0")
 
@@ -86,7 +87,7 @@ class DSN(Adversarial):
     dsn_recon: float = hparam(0.15, "weight of L_recon", check=">=0")
     dsn_difference: float = hparam(0.075, "weight of L_difference", check=">=0")
     dsn_similarity: float = hparam(0.25, "weight of L_similarity (the domain loss through gradient reversal)",
-                                   check=">=0")
+                                   check=">=0", sweep=[0.25, 1.0, 3.0])
     dsn_decoder_width: int = hparam(256, "channels of the shared decoder's first feature map (halved at each "
                                          "upsampling); 64 makes it about 16x cheaper on digits", check=">0")
 
@@ -94,15 +95,15 @@ class DSN(Adversarial):
 @dataclass(frozen=True)
 class MCC(TargetTerms):
     mcc_weight: float = hparam(1.0, "weight of the Minimum Class Confusion loss on target predictions",
-                               check=">=0", sweep=[0.3, 1.0, 3.0])
+                               check=">=0", sweep=[0.3, 1.0, 3.0, 10.0])
 
 
 @dataclass(frozen=True)
 class PseudoLabels(TargetTerms):
     pl_threshold: float = hparam(0.95, "confidence a target prediction needs to become a pseudo-label",
-                                 check="0..1", sweep=[0.8, 0.9, 0.95])
+                                 check="0..1", sweep=[0.7, 0.8, 0.9, 0.95])
     pl_weight: float = hparam(1.0, "weight of the pseudo-label loss (ramped up like alpha's dann schedule)",
-                              check=">=0", sweep=[0.3, 1.0])
+                              check=">=0", sweep=[0.3, 1.0, 3.0])
 
 
 # ---------------------------------------------------------------------------- backbones

@@ -1,4 +1,4 @@
-"""The seed's comparison table: 3A vs 3B (tuned on the test domain), 4B vs 4D (cross-domain
+"""The first homework's comparison table: 3A vs 3B (tuned on the test domain), 4B vs 4D (cross-domain
 validated) and the trained-on-target upper bound, as mean +/- std over seeds, in Markdown
 (for the README) and as a W&B table.
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from dann import sweeps
 from dann.errors import UserError
 
-EXPERIMENTS = {  # the seed's names -> what the row means
+EXPERIMENTS = {  # the homework's names -> what the row means
     "3A": "baseline, hyperparameters tuned on the target (test) domain",
     "3B": "DANN, hyperparameters tuned on the target (test) domain",
     "4B": "baseline, hyperparameters by cross-domain validation (cartoon, sketch)",

@@ -20,8 +20,8 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from dann import checkpoint, datasets, methods, selection, tracking
-from dann.config import TrainConfig, default_output_dir
-from dann.errors import UserError, note
+from dann.config import TrainConfig, default_output_dir, with_method
+from dann.errors import UserError, is_main_process, note
 from dann.train import fit
 
 GPU_EPOCHS, CPU_EPOCHS = 30, 1  # --epochs 0: the homework's run on a GPU, a first look on a CPU
@@ -83,6 +83,9 @@ def resolve(config: TrainConfig, dataset) -> TrainConfig:
                  f"--epochs {GPU_EPOCHS}, the default on a GPU)")
     if config.num_workers == -1:
         changes["num_workers"] = datasets.default_workers()
+    for flag in ("tsne", "save_model"):  # the quick check (--max_steps) skips them unless asked
+        if getattr(config, flag) is None:
+            changes[flag] = not config.max_steps
     changes["source"], changes["target"] = datasets.check_domains(dataset, config)
     config = dataclasses.replace(config, **changes)
     if config.resume not in ("", "auto") and not config.output_dir:  # continue in the run's folder
@@ -132,12 +135,29 @@ def run(config: TrainConfig, stop=None) -> dict:
     check_batch(config, accelerator)
     output_dir = Path(config.output_dir)
     # Refuse a second live run writing in the same folder.
+    created = not output_dir.exists()
     lock = on_main_first(accelerator, lambda: checkpoint.lock_run_dir(output_dir), others_too=False)
     try:
         return train_all(config, accelerator, dataset, stop, wall_start)
     finally:
         if lock is not None:
-            lock.close()
+            checkpoint.release_run_dir(lock, output_dir, created)
+
+
+def first_look(config: TrainConfig, stop=None) -> tuple[dict, dict]:
+    """--first_look: the source-only baseline, then --method, on the same data, budget and seed,
+    in <output_dir>/source_only and <output_dir>/<method>; prints their target accuracies side by side."""
+    base = config.output_dir or default_output_dir(dataclasses.replace(config, method="first_look"))
+    baseline = run(with_method(config, "baseline", first_look=False, output_dir=f"{base}/source_only"), stop)
+    adapted = run(dataclasses.replace(config, first_look=False, output_dir=f"{base}/{config.method}"), stop)
+    if is_main_process():
+        steps = adapted["runs"][0]["steps"]
+        print(f"first look: {adapted['config']['source']} -> {adapted['config']['target']} ({config.dataset}, "
+              f"--backbone {config.backbone}, {steps} steps, seed {config.seed}), target accuracy:\n"
+              f"  source only  {100 * baseline['target_acc']:5.1f}%\n"
+              f"  {config.method:<11}  {100 * adapted['target_acc']:5.1f}%  "
+              f"({100 * (adapted['target_acc'] - baseline['target_acc']):+.1f} points) -> {base}")
+    return baseline, adapted
 
 
 def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, step_offset: int,
@@ -159,7 +179,7 @@ def train_model(config: TrainConfig, model, accelerator: Accelerator, split, pre
     results.update(tracking.end_of_run_figures(accelerator, model, split, results["confusion_matrix"],
                                                config, model_dir, prefix, stop))
     accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and config.save_model:
         model_dir.mkdir(parents=True, exist_ok=True)
         accelerator.save_model(model, model_dir)  # model.safetensors
     accelerator.free_memory()  # the next model starts clean

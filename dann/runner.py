@@ -6,7 +6,7 @@ started; a SIGTERM reaches the training script, which checkpoints (runs are star
 --resume auto, so the next runner continues them). A job's folder holds command.txt,
 log.txt, status.json and the program's results.json; a job is done when results.json holds
 its metric. Launchers start through this interpreter (`python -m accelerate.commands.launch`),
-never through PATH.
+never through PATH. A run's start and record (prepare, record) are shared with dann/slurm.py.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ LAUNCHERS = {"accelerate": (["-m", "accelerate.commands.launch"], "accelerate", 
              "python": ([], None, 1), "python3": ([], None, 1)}
 
 
-@dataclass
+@dataclass(eq=False)  # one object per run: it keys the runners' tables
 class Job:
     command: list[str]  # without --output_dir / --resume: the runner adds them
     run_dir: Path
@@ -57,13 +57,30 @@ def resolve_launcher(command: list[str]) -> list[str]:
     return command
 
 
-def _wait_group(process: subprocess.Popen, deadline: float) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether a process that is not a zombie is left in process group `pgid`: where PID 1 does
+    not reap, an orphaned worker that has ended stays a zombie, which os.killpg still finds."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    if not Path("/proc").is_dir():
+        return True
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, _, group = stat.read_text().rsplit(")", 1)[1].split()[:3]  # after "pid (comm)"
+        except (OSError, IndexError, ValueError):
+            continue  # ended while we looked
+        if group == str(pgid) and state != "Z":
+            return True
+    return False
+
+
+def wait_group(process: subprocess.Popen, deadline: float) -> bool:
     """Wait until the child and everything in its process group (a launcher's workers) ended."""
     while time.time() < deadline:
         process.poll()
-        try:
-            os.killpg(process.pid, 0)  # anyone left in the group?
-        except ProcessLookupError:
+        if not group_alive(process.pid):
             return True
         time.sleep(0.1)
     return False
@@ -100,12 +117,7 @@ class Runner:
         self.running: dict[int, tuple] = {}  # slot index -> (process, log, job, start time)
 
     def run(self, jobs: list[Job]) -> None:
-        todo = [job for job in jobs if read_metric(job.run_dir, job.metric) is None]
-        for job in jobs:
-            if job not in todo:
-                print(f"skip {job.run_dir.name} (finished)", flush=True)
-        for job in todo:  # a missing launcher fails before any folder is made
-            job.command = resolve_launcher(job.command)
+        todo = unfinished(jobs)
         previous = {s: signal.signal(s, self._stop) for s in (signal.SIGTERM, signal.SIGINT)}
         try:
             while todo or self.running:
@@ -133,21 +145,15 @@ class Runner:
                 os.killpg(process.pid, signal.SIGTERM)
         deadline = time.time() + 60  # time to save a checkpoint
         for process, log, job, _ in self.running.values():
-            if not _wait_group(process, deadline):
+            if not wait_group(process, deadline):
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
             log.close()
         self.running.clear()
 
     def _start(self, job: Job, slot: str | None):
-        job.run_dir.mkdir(parents=True, exist_ok=True)
-        (job.run_dir / "status.json").unlink(missing_ok=True)
-        (job.run_dir / "params.json").write_text(json.dumps(job.params, indent=2))
-        command = [*job.command, f"--output_dir={job.run_dir}", "--resume=auto"]
-        (job.run_dir / "command.txt").write_text(shlex.join(command) + "\n")
-        env = {**os.environ, "DANN_EXIT_WITH_PARENT": "1"}
-        if self.wandb_mode in ("online", "offline"):
-            env["WANDB_MODE"] = self.wandb_mode
+        command = prepare(job)
+        env = run_env(self.wandb_mode)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
         where = "" if slot is None else f" on GPU {slot}"
@@ -160,13 +166,55 @@ class Runner:
 
     def _record(self, process, log, job: Job, start: float) -> None:
         log.close()
-        value = read_metric(job.run_dir, job.metric)
-        status = {"status": "finished" if process.returncode == 0 and value is not None else "failed",
-                  "returncode": process.returncode, "seconds": round(time.time() - start, 1)}
-        if status["status"] == "failed":
-            status["error"] = tail(job.run_dir / "log.txt") or f"exit code {process.returncode}"
-            if process.returncode == 0:
-                status["error"] += f"\n(results.json has no {job.metric})"
-        (job.run_dir / "status.json").write_text(json.dumps(status, indent=2))
-        print(f"{status['status']} {job.run_dir.name}: {job.metric}={value}"
-              + (f" -- {status['error'].splitlines()[-1]}" if status["status"] == "failed" else ""), flush=True)
+        say(job, record(job, process.returncode, time.time() - start))
+
+
+def unfinished(jobs: list[Job]) -> list[Job]:
+    """The jobs whose results.json lacks the metric, their launchers resolved (a missing one
+    fails before any folder is made); the others are named as skipped."""
+    todo = [job for job in jobs if read_metric(job.run_dir, job.metric) is None]
+    for job in jobs:
+        if job not in todo:
+            print(f"skip {job.run_dir.name} (finished)", flush=True)
+    for job in todo:
+        job.command = resolve_launcher(job.command)
+    return todo
+
+
+def prepare(job: Job) -> list[str]:
+    """Ready the job's folder for a start (params.json, command.txt; no stale status.json) and
+    return the command with the run's folder: every start continues its checkpoint."""
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    (job.run_dir / "status.json").unlink(missing_ok=True)
+    (job.run_dir / "params.json").write_text(json.dumps(job.params, indent=2))
+    command = [*job.command, f"--output_dir={job.run_dir}", "--resume=auto"]
+    (job.run_dir / "command.txt").write_text(shlex.join(command) + "\n")
+    return command
+
+
+def run_env(wandb_mode: str) -> dict:
+    """The environment of a training run: it stops with its parent; W&B in the runner's mode."""
+    env = {**os.environ, "DANN_EXIT_WITH_PARENT": "1"}
+    if wandb_mode in ("online", "offline"):
+        env["WANDB_MODE"] = wandb_mode
+    return env
+
+
+def record(job: Job, returncode: int, seconds: float) -> dict:
+    """Write and return status.json of an ended run: finished, or failed with the log's last lines."""
+    value = read_metric(job.run_dir, job.metric)
+    status = {"status": "finished" if returncode == 0 and value is not None else "failed",
+              "returncode": returncode, "seconds": round(seconds, 1)}
+    if status["status"] == "failed":
+        status["error"] = tail(job.run_dir / "log.txt") or f"exit code {returncode}"
+        if returncode == 0:
+            status["error"] += f"\n(results.json has no {job.metric})"
+    (job.run_dir / "status.json").write_text(json.dumps(status, indent=2))
+    return status
+
+
+def say(job: Job, status: dict) -> None:
+    """One line for an ended run: its metric, or the last line of its error."""
+    error = f" -- {status['error'].splitlines()[-1]}" if status["status"] == "failed" else ""
+    print(f"{status['status']} {job.run_dir.name}: {job.metric}={read_metric(job.run_dir, job.metric)}{error}",
+          flush=True)

@@ -313,6 +313,11 @@ def predicts_from_embedding(net) -> bool:
     return type(net).predict is Method.predict and type(net).embed is Method.embed
 
 
+def size(domain) -> int:
+    """Its number of examples (also through a wrapper that forwards attributes, as the benchmark's)."""
+    return len(domain.labels)
+
+
 def _batches(domain, index: torch.Tensor):
     for part in index.split(domain.batch_size):
         yield domain.eval_inputs(part)
@@ -328,10 +333,10 @@ def outputs(net, domain, index: torch.Tensor | None, unlabeled, accelerator, fea
     (one process only: several agree on stopping at the loop's checks, as `evaluate` does)."""
     from dann.train import StopRequested
 
-    index = torch.arange(len(domain)) if index is None else index
+    index = torch.arange(size(domain)) if index is None else index
     stats = nullcontext()
     if unlabeled is not None:
-        stats = net.evaluation_statistics(_batches(unlabeled, torch.arange(len(unlabeled))))
+        stats = net.evaluation_statistics(_batches(unlabeled, torch.arange(size(unlabeled))))
     was_training, logits, feats = net.training, [], []
     try:
         with stats, accelerator.autocast():
@@ -369,7 +374,7 @@ def gather(net, split, accelerator, features: bool, stop=None) -> Evidence:
         evidence.labels_val = split.source_val.labels.to(evidence.logits_val.device)
     if adapting:
         evidence.logits_t, evidence.features_t = outputs(
-            net, split.target, target_sample(len(split.target)), split.target, accelerator, features, stop)
+            net, split.target, target_sample(size(split.target)), split.target, accelerator, features, stop)
     return evidence
 
 
@@ -420,7 +425,7 @@ def end_of_run(config: TrainConfig, model, accelerator, split, steps: int, chann
         except StopRequested:
             warn("stop signal: the selection scores are skipped")
             return {}
-        target_index = target_sample(len(split.target)) if split.target is not None else torch.arange(0)
+        target_index = target_sample(size(split.target)) if split.target is not None else torch.arange(0)
         budget = min(config.rv_steps, max(1, steps // 4))  # adds at most a quarter to the training time
         evidence.run = RunContext(config, accelerator, split, target_index, budget, channels_last, stop)
         values, missing = score(names, evidence)

@@ -1,6 +1,6 @@
 """W&B sweep YAMLs without a W&B server: check a sweep config, expand its grid, run the grid
-locally (dann/runner.py: K runs at a time per GPU), and pick the best configuration of a
-local sweep folder or of a W&B sweep, with the command for the final run.
+(dann/runner.py: K runs at a time per GPU; dann/slurm.py: a Slurm job per run), and pick the
+best configuration of a local sweep folder or of a W&B sweep, with the command for the final run.
 
 A local sweep folder holds sweep.yaml (the config it ran), extra_args.json (the flags given
 after `--`, part of every run's identity), runs/<key>/ per grid point (params.json,
@@ -77,6 +77,28 @@ def grid(config: dict) -> list[dict]:
     return [dict(zip(names, values)) for values in itertools.product(*choices)]
 
 
+def sweep_from_hparams(method: str, vary: list[str], fixed: dict, also: dict | None = None,
+                       metric: str = "target_acc") -> dict:
+    """A W&B grid sweep for `method`: the fields of its hyperparameters (dann/hparams.py) named
+    in `vary` (all those with sweep values when empty) over their declared values, `also`
+    {flag: [values]} for others (e.g. lr), every `fixed` {flag: value} as a single value."""
+    from dann import plugins
+
+    script = "baseline" if method == plugins.BASELINE else "dann"
+    ranged = {f.name: f.metadata["sweep"] for f in plugins.hparams_of(plugins.METHODS, method).fields()
+              if f.metadata["sweep"]}
+    unknown = [name for name in vary if name not in ranged]
+    if unknown:
+        raise UserError(f"--vary {','.join(unknown)}: --method {method} declares no sweep values for it; "
+                        f"those it does: {', '.join(ranged) or 'none'}")
+    parameters = {**({} if script == "baseline" else {"method": {"value": method}}),
+                  **{k: {"value": v} for k, v in fixed.items()},
+                  **{name: {"values": ranged[name]} for name in (vary or ranged)},
+                  **{k: {"values": v} for k, v in (also or {}).items()}}
+    return {"name": f"{method}-grid", "program": f"train_{script}.py", "method": "grid",
+            "metric": {"name": metric, "goal": "maximize"}, "parameters": parameters, "command": DEFAULT_COMMAND}
+
+
 def run_key(params: dict, extra: list[str] = ()) -> str:
     """A stable name for a grid point and the flags given after `--`: the same run gets the
     same folder on every rerun, and other extra flags make other runs."""
@@ -89,44 +111,44 @@ def flag_args(params: dict) -> list[str]:
     return [f"--{k}={v}" for k, v in params.items()]
 
 
-def build_command(config: dict, params: dict, extra: list[str], launcher: str) -> list[str]:
-    """The argument list for one run. launcher 'sweep': the YAML's command, with W&B's macros
+def build_command(config: dict, params: dict, extra: list[str], command_style: str) -> list[str]:
+    """The argument list for one run. command_style 'sweep': the YAML's command, with W&B's macros
     filled in; 'python': this interpreter on the program (no accelerate launch)."""
     args = flag_args(params) + list(extra)
-    if launcher == "python":
+    if command_style == "python":
         return [sys.executable, config["program"], *args]
     macros = {"${env}": [], "${interpreter}": [sys.executable], "${program}": [config["program"]],
               "${args}": args, "${args_no_hyphens}": [a.removeprefix("--") for a in args]}
     return [part for item in config.get("command", DEFAULT_COMMAND) for part in macros.get(item, [item])]
 
 
-# ---------------------------------------------------------------------------- the local runner
+# ---------------------------------------------------------------------------- running a grid
 
-def sweep_jobs(config: dict, out_dir: Path, extra: list[str], launcher: str, max_points: int = 0) -> list[Job]:
+def sweep_jobs(config: dict, out_dir: Path, extra: list[str], command_style: str, max_points: int = 0) -> list[Job]:
     """One runner job per grid point (the first `max_points` if > 0), in <out_dir>/runs/<key>."""
     points = grid(config)[:max_points or None]
-    return [Job(build_command(config, params, extra, launcher), out_dir / "runs" / run_key(params, extra),
+    return [Job(build_command(config, params, extra, command_style), out_dir / "runs" / run_key(params, extra),
                 config["metric"]["name"], {"params": params, "extra": list(extra)}) for params in points]
 
 
-def run_local(sweep_path: str | Path, out_dir: str | Path, extra: list[str] = (), launcher: str = "sweep",
-              gpus: list[str] | None = None, wandb_mode: str = "offline", max_runs: int = 0,
-              runs_per_gpu: int = 1) -> list[dict]:
-    """Run every unfinished grid point of the sweep, `runs_per_gpu` at a time on each GPU (or
-    on the CPU), and write the table. A failed run is recorded with its error and the others
-    go on. wandb_mode: 'online' | 'offline' (WANDB_MODE for the runs) | 'off' (--report_to=none).
-    max_runs > 0 stops after starting that many runs (a partial sweep, resumed next time)."""
+def run_sweep(sweep_path: str | Path, out_dir: str | Path, extra: list[str] = (), command_style: str = "sweep",
+              runner=None, wandb_mode: str = "offline", max_runs: int = 0) -> list[dict]:
+    """Run every unfinished grid point of the sweep with `runner` (dann.runner.Runner: K at a time
+    per GPU, by default one on the CPU; or dann.slurm.SlurmRunner: a Slurm job each) and write the
+    table. A failed run is recorded with its error and the others go on. wandb_mode: 'online' |
+    'offline' (WANDB_MODE for the runs) | 'off' (--report_to=none). max_runs > 0 starts at most
+    that many runs (a partial sweep, resumed next time)."""
     config = load_sweep(sweep_path)
     out_dir = Path(out_dir)
     extra = list(extra) + (["--report_to=none"] if wandb_mode == "off" else [])
-    jobs = sweep_jobs(config, out_dir, extra, launcher)
+    jobs = sweep_jobs(config, out_dir, extra, command_style)
     for job in jobs:  # before any folder is made: a missing launcher is one clear error
         resolve_launcher(job.command)
     (out_dir / "runs").mkdir(parents=True, exist_ok=True)
     (out_dir / "sweep.yaml").write_text(Path(sweep_path).read_text())
     (out_dir / "extra_args.json").write_text(json.dumps(extra))
     todo = [job for job in jobs if read_metric(job.run_dir, job.metric) is None]
-    Runner(slots_for(gpus, runs_per_gpu), wandb_mode).run(
+    (runner or Runner(slots_for(None, 1), wandb_mode)).run(
         [job for job in jobs if job not in todo] + (todo[:max_runs] if max_runs else todo))
     rows = collect_local(out_dir)[1]
     write_table(rows, out_dir, config)

@@ -221,6 +221,11 @@ def plot_confusion(counts: np.ndarray, classes: list[str], title: str, path: Pat
     plt.close(fig)
 
 
+def images_of(domain):
+    """A domain's unlabeled images, batch by batch (none for None)."""
+    return (x for x, _ in domain.eval_batches()) if domain is not None else iter(())
+
+
 def end_of_run_figures(accelerator, model, split, confusion: list, config: TrainConfig, out_dir: Path,
                        prefix: str = "", stop=None) -> dict:
     """The target confusion matrix (of the last evaluation) and, with --tsne, the t-SNE of
@@ -238,9 +243,12 @@ def end_of_run_figures(accelerator, model, split, confusion: list, config: Train
     if config.tsne:
         start = time.time()
         net = accelerator.unwrap_model(model)
+        adapting = split.target is not None  # each domain's features as predict sees them (AdaBN)
         try:
-            f_s, y_s = embed_sample(net, source, config.tsne_samples, config.seed, config.batch_size, stop)
-            f_t, y_t = embed_sample(net, target, config.tsne_samples, config.seed + 1, config.batch_size, stop)
+            with net.evaluation_statistics(images_of(split.train if adapting else None)):
+                f_s, y_s = embed_sample(net, source, config.tsne_samples, config.seed, config.batch_size, stop)
+            with net.evaluation_statistics(images_of(split.target)):
+                f_t, y_t = embed_sample(net, target, config.tsne_samples, config.seed + 1, config.batch_size, stop)
         except StopRequested:
             warn("stop signal: the t-SNE figures are skipped")
         else:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import signal
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,27 +56,42 @@ class StopRequested(Exception):
 class NonFiniteGuard:
     """Skips optimizer updates on the device once a loss is not finite, with no host sync.
 
-    The fused SGD kernel skips its update when `found_inf` is non-zero (the hook AMP's
-    GradScaler uses). The flag is sticky: every later update is skipped too, so the weights
-    stay those of the last good step until the host reads the flag at the next check.
+    The flag is sticky: every later update is skipped too, so the weights stay those of the
+    last good step until the host reads the flag at the next check. How the skip happens:
+    - fp16 (Accelerate's GradScaler): the gradients are multiplied by NaN, so that the
+      scaler's own inf/NaN check skips the step (it sets, then deletes, the fused kernel's
+      `found_inf` itself: writing that attribute would be lost);
+    - a fused optimizer otherwise: its `found_inf` is set, the hook GradScaler uses, and the
+      kernel skips the update;
+    - neither: the host looks before every update.
     """
 
     def __init__(self, accelerator: Accelerator, optimizer, start_step: int):
         self.accelerator, self.optimizer, self.start_step = accelerator, optimizer, start_step
         self.bad = torch.zeros((), device=accelerator.device)
         self.good_steps = torch.zeros((), dtype=torch.long, device=accelerator.device)
-        self.fused = optimizer.optimizer.defaults.get("fused", False)
+        inner = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer wraps the torch one
+        self.scaler = getattr(optimizer, "scaler", None)
+        self.fused = inner.defaults.get("fused", False)
 
-    def before_update(self, loss: torch.Tensor) -> None:
+    def check(self, loss: torch.Tensor) -> None:
+        """Record whether this step's loss is finite (before backward)."""
         bad = (~torch.isfinite(loss.detach())).float()
         if self.accelerator.num_processes > 1:  # one process's NaN reaches everyone's gradients
             bad = self.accelerator.reduce(bad, reduction="sum")
         self.bad = torch.maximum(self.bad, bad.clamp(max=1))
         self.good_steps += (self.bad == 0).long()
-        if self.fused:
-            self.optimizer.optimizer.found_inf = self.bad
-        else:  # no fused kernel on this device: the host must look before every update
+        if not self.fused and self.scaler is None:  # no device-side skip here: the host must look
             self.raise_if_bad()
+
+    def before_step(self, parameters) -> None:
+        """Arm the skip for this update (after backward, before the optimizer step)."""
+        if self.scaler is not None:
+            grads = [p.grad for p in parameters if p.grad is not None]
+            if grads:
+                torch._foreach_mul_(grads, torch.where(self.bad > 0, torch.nan, 1.0))
+        elif self.fused:
+            getattr(self.optimizer, "optimizer", self.optimizer).found_inf = self.bad
 
     def raise_if_bad(self, folder: Path | None = None) -> None:
         if self.bad.item():
@@ -116,11 +130,11 @@ def evaluate(model, domain, accelerator: Accelerator, num_classes: int, stop=Non
     unlabeled: the domain's unlabeled training images, for methods that look at them before
     predicting (`Method.evaluation_statistics`: AdaBN); their labels never reach the method."""
     net = accelerator.unwrap_model(model)
-    images = (x for x, _ in unlabeled.eval_batches()) if unlabeled is not None else iter(())
+    images = (x for x, _ in unlabeled.eval_batches()) if unlabeled is not None else iter(())  # no labels
     counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=accelerator.device)
     batches = tqdm(domain.eval_batches(), total=domain.num_eval_batches(), desc=desc, leave=False,
                    disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    with net.evaluation_statistics(images) if hasattr(net, "evaluation_statistics") else nullcontext():
+    with net.evaluation_statistics(images):
         model.eval()
         for x, y in batches:
             counts += torch.bincount(y * num_classes + model(x).argmax(1), minlength=num_classes ** 2)
@@ -178,9 +192,10 @@ def train_one_epoch(run: Run, progress: Progress) -> None:
                 group["lr"] = lr * group["lr_mult"]
             x_t = next(run.target_stream)[0] if run.target_stream else None  # target labels: never used
             loss, metrics = run.model(x_s, y_s, x_t, p)
-            run.guard.before_update(loss)
+            run.guard.check(loss)
             run.optimizer.zero_grad(set_to_none=True)
             accelerator.backward(loss)
+            run.guard.before_step(run.model.parameters())
             if config.clip_grad:
                 metrics["grad_norm"] = accelerator.clip_grad_norm_(run.model.parameters(), config.clip_grad)
             run.optimizer.step()

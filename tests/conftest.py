@@ -1,4 +1,5 @@
-"""Shared fixtures: the real PACS beside the project, and a tiny generated PACS-like folder."""
+"""Shared fixtures: the real PACS beside the project (tests that need it are skipped, with the
+reason, where it is absent: a fresh clone passes), and a tiny generated PACS-like folder."""
 from __future__ import annotations
 
 import os
@@ -17,7 +18,9 @@ REAL_PACS = Path(os.environ.get("PACS_ROOT", ROOT.parent / "shared" / "data" / "
 @pytest.fixture(scope="session")
 def real_pacs() -> Path:
     if not REAL_PACS.is_dir():
-        pytest.fail(f"the real PACS is expected at {REAL_PACS}; set PACS_ROOT to its folder")
+        if os.environ.get("DANN_REQUIRE_REAL_PACS") == "1":  # CI: its PACS tests must run, not skip
+            pytest.fail(f"DANN_REQUIRE_REAL_PACS=1 but the real PACS is not at {REAL_PACS}; set PACS_ROOT")
+        pytest.skip(f"needs the real PACS: not at {REAL_PACS} (set PACS_ROOT to its folder; CI has it)")
     return REAL_PACS
 
 

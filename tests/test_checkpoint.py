@@ -45,7 +45,7 @@ def flags(data: Path, out: Path, *extra: str) -> list[str]:
 def train(argv: list[str], env: dict | None = None, method: str = "dann") -> subprocess.CompletedProcess:
     """The script's command line in a subprocess; `method` picks the entry point and --method."""
     script = ["baseline"] if method == "baseline" else ["dann", "--method", method]
-    if method == "baseline":  # no G_d, no alpha
+    if method not in ("dann", "cdan", "dsn"):  # no G_d, no alpha
         i = argv.index("--alpha_schedule")
         argv = argv[:i] + argv[i + 2:]
     return subprocess.run([sys.executable, str(TINY_TRAIN), script[0], *argv, *script[1:]], capture_output=True,
@@ -67,13 +67,13 @@ def uninterrupted(tmp_path_factory):
     """metrics(method) of the run never interrupted (same data as `data`: write_tiny_pacs is seeded)."""
     done = {}
 
-    def reference(method: str = "dann") -> dict:
-        if method not in done:
+    def reference(method: str = "dann", *extra: str) -> dict:
+        if (method, extra) not in done:
             data = write_tiny_pacs(tmp_path_factory.mktemp("reference") / "PACS", per_class=4)
-            run = train(flags(data, data.parent / "reference"), method=method)
+            run = train(flags(data, data.parent / "reference", *extra), method=method)
             assert run.returncode == 0, run.stderr[-2000:]
-            done[method] = metrics(data.parent / "reference")
-        return done[method]
+            done[method, extra] = metrics(data.parent / "reference")
+        return done[method, extra]
     return reference
 
 
@@ -134,12 +134,17 @@ def test_sigkill_then_resume_gives_the_same_metrics(data, uninterrupted):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, data_path, method", [
-    ("SIGTERM", "tensor", "dann"), ("SIGINT", "loader", "dann"), ("SIGTERM", "tensor", "cdan"),
-    ("SIGTERM", "tensor", "dsn"), ("SIGTERM", "tensor", "baseline")])
-def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, name, data_path, method):
+@pytest.mark.parametrize("name, data_path, method, extra", [
+    ("SIGTERM", "tensor", "dann", ()), ("SIGINT", "loader", "dann", ()), ("SIGTERM", "tensor", "cdan", ()),
+    ("SIGTERM", "tensor", "dsn", ()), ("SIGTERM", "tensor", "baseline", ()),
+    ("SIGTERM", "tensor", "pseudo_labels", ("--pl_threshold", "0.5")),
+    # mean domain loss, clipping, a bottleneck with batch norm, MCC, and epochs of 3 iterations
+    # (the source stream wraps mid-epoch): the recipe options resume exactly too
+    ("SIGTERM", "tensor", "dann", ("--domain_loss_reduction", "mean", "--clip_grad", "1", "--bottleneck_dim", "4",
+                                   "--mcc_weight", "1", "--iters_per_epoch", "3"))])
+def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, name, data_path, method, extra):
     out = data.parent / name
-    argv = flags(data, out) + ["--data_path", data_path]
+    argv = flags(data, out, *extra) + ["--data_path", data_path]
     stopped = train(argv, {"TINY_SIGNAL_AT_STEP": "6", "TINY_SIGNAL": name}, method=method)
     assert stopped.returncode == 128 + getattr(signal, name), stopped.stderr[-2000:]
     last = stopped.stderr.strip().splitlines()[-1]
@@ -149,7 +154,7 @@ def test_signal_mid_epoch_checkpoints_and_resumes_exactly(data, uninterrupted, n
 
     resumed = train(argv + ["--resume", "auto"], method=method)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert metrics(out) == uninterrupted(method)
+    assert metrics(out) == uninterrupted(method, *extra)
 
 
 @pytest.mark.slow
@@ -224,9 +229,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(data, monkeypatch, ca
     assert not (out / "results.json").exists()
 
 
-def test_skipped_update_leaves_the_weights_of_the_last_good_step():
-    """NonFiniteGuard: fused SGD skips the update for a NaN loss and every later one, on the device."""
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_skipped_update_leaves_the_weights_of_the_last_good_step(precision):
+    """NonFiniteGuard: the update of a NaN loss and every later one are skipped on the device.
+    fp16: Accelerate wraps the optimizer with a GradScaler, which sets and then deletes the
+    fused kernel's `found_inf` itself; a real torch GradScaler (CPU) in that place checks
+    that the skip still holds, and stays sticky, under it."""
     from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
 
     from dann.config import TrainConfig
     from dann.train import NonFiniteGuard, make_optimizer
@@ -234,19 +244,26 @@ def test_skipped_update_leaves_the_weights_of_the_last_good_step():
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(3, 2)
     model, optimizer = accelerator.prepare(model, make_optimizer(model, TrainConfig(lr=0.1)))
+    assert optimizer.optimizer.defaults["fused"]  # the path the loop takes
+    if precision == "fp16":  # what accelerate.prepare builds under --mixed_precision fp16 on a GPU
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 4)
+        optimizer = AcceleratedOptimizer(optimizer.optimizer, scaler=scaler)
+        accelerator.scaler = scaler
     guard = NonFiniteGuard(accelerator, optimizer, start_step=10)
     x = torch.randn(4, 3)
     snapshots = []
-    for loss_scale in (1.0, float("nan"), 1.0):
+    for loss_scale in (1.0, 1.0, float("nan"), 1.0, 1.0):
         loss = model(x).sum() * loss_scale
-        guard.before_update(loss)
+        guard.check(loss)
         optimizer.zero_grad()
         accelerator.backward(loss)
+        guard.before_step(model.parameters())
         optimizer.step()
         snapshots.append(model.weight.detach().clone())
-    assert torch.equal(snapshots[0], snapshots[1]) and torch.equal(snapshots[1], snapshots[2])
-    assert torch.isfinite(snapshots[2]).all()
-    with pytest.raises(UserError, match="at step 12;"):
+    assert not torch.equal(snapshots[0], snapshots[1])  # good steps do update
+    assert all(torch.equal(snapshots[1], later) for later in snapshots[2:])  # the NaN one and all after: none
+    assert torch.isfinite(snapshots[-1]).all()
+    with pytest.raises(UserError, match="at step 13;"):
         guard.raise_if_bad()
 
 

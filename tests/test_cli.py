@@ -1,5 +1,6 @@
 """Flag checking, and the mistakes a user makes on a first run: each ends in one line, within
 seconds, before any image is decoded, also under `accelerate launch`."""
+import json
 import os
 import subprocess
 import sys
@@ -150,3 +151,64 @@ def test_accelerate_launch_quiet_gives_the_one_line_only(tmp_path):
                            launcher=launcher)
     assert "no such folder" in one_error_line(result)
     assert "CalledProcessError" not in result.stderr
+
+
+def test_help_and_flag_errors_load_no_torch():
+    """--help answers in a fraction of a second: parsing imports neither torch nor accelerate."""
+    probe = ("import runpy, sys\n"
+             "sys.argv = ['train_dann.py'] + sys.argv[1:]\n"
+             "try:\n    runpy.run_path('train_dann.py', run_name='__main__')\n"
+             "except SystemExit as e:\n    code = e.code\n"
+             "print(code, 'torch' in sys.modules, 'accelerate' in sys.modules)")
+    for argv, code in (["--help"], "0"), (["--method", "cdan", "--help"], "0"), (["--lr", "-1"], "2"):
+        result = subprocess.run([sys.executable, "-c", probe, *argv], cwd=ROOT, capture_output=True, text=True,
+                                timeout=60)
+        assert result.stdout.splitlines()[-1] == f"{code} False False", (argv, result.stdout[-500:], result.stderr)
+
+
+@pytest.mark.slow
+def test_every_report_to_without_an_output_dir(tmp_path):
+    """The default run folder is chosen before the Accelerator exists, so a tracker that needs a
+    logging folder (tensorboard) has one; each run leaves its folder and no lock behind."""
+    from train_helpers import QUICK, TINY_TRAIN, clean_env
+
+    data = write_tiny_pacs(tmp_path / "PACS")
+    env = clean_env(tmp_path, WANDB_MODE="offline")
+    for tracker in ("none", "tensorboard", "wandb", "all"):
+        cwd = tmp_path / tracker
+        cwd.mkdir()
+        result = subprocess.run([sys.executable, str(TINY_TRAIN), "dann", *QUICK, "--data_root", str(data),
+                                 "--cache_dir", str(tmp_path / "cache"), "--report_to", tracker],
+                                cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, (tracker, result.stderr[-2000:])
+        run_dir, = (cwd / "runs").iterdir()
+        assert (run_dir / "results.json").is_file() and not (run_dir / ".lock").exists()
+        if tracker in ("tensorboard", "all"):
+            assert list(run_dir.rglob("events.out.tfevents.*")), tracker
+        if tracker in ("wandb", "all"):
+            assert list((run_dir / "wandb").glob("offline-run-*")), tracker
+
+
+@pytest.mark.slow
+def test_a_failed_run_leaves_no_folder_and_a_quick_check_stays_quick(tmp_path):
+    from train_helpers import QUICK, TINY_TRAIN, clean_env
+
+    data = write_tiny_pacs(tmp_path / "PACS", per_class=40)  # 80 images per domain
+    env = clean_env(tmp_path)
+    out = tmp_path / "failed"
+    # A weights file of the wrong network: refused after the folder was locked, before anything was written.
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not weights")
+    command = [sys.executable, str(TINY_TRAIN), "dann", *QUICK, "--data_root", str(data), "--cache_dir",
+               str(tmp_path / "cache"), "--output_dir", str(out)]
+    result = subprocess.run([*command, "--backbone", "alexnet", "--pretrained", str(bad)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "not a loadable state dict" in result.stderr
+    assert not out.exists()
+    # --max_steps: the evaluation is bounded (1 step x 4 images), no t-SNE, no weights unless asked.
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_target_eval"] == 4 and results["num_source_eval"] == 4
+    assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "results.json"]
+    assert results["config"]["tsne"] is False and results["config"]["save_model"] is False

@@ -16,7 +16,7 @@ def dann_alexnet(alpha: float = 0.7):
 
 
 def three_backward_grads(model, x_s, y_s, x_t, alpha):
-    """The seed's formulation: three losses, three backward calls, gradients accumulate."""
+    """The homework code's formulation: three losses, three backward calls, gradients accumulate."""
     model.zero_grad()
     F.cross_entropy(model.classifier(model.features(x_s)), y_s).backward()
     d_s = model.adversary.discriminator(grad_reverse(model.features(x_s), alpha))

@@ -240,3 +240,45 @@ def test_benchmark_tiny_mode_prints_its_table(tmp_path):
     assert all(c["images_per_s"] > 0 and c["s_per_epoch"] > 0 and c["peak_memory"] > 0
                for c in report["cases"].values())
     assert report["decode"]["images"] == 8 and report["full_runs"][0]["data_path"] == "tensor"
+
+
+def test_two_domains_of_one_size_are_shuffled_in_different_orders():
+    """With files listed class by class, equal orders would pair every source batch with a
+    target batch of the same classes: target labels leaking into the adaptation."""
+    labels = torch.arange(40) // 4  # 10 classes, listed by class
+    source = TensorDomain("mnist", torch.zeros(40, 2), labels, batch_size=8, seed=3)
+    target = TensorDomain("mnist_m", torch.zeros(40, 2), labels, batch_size=8, seed=3)
+    for epoch in (0, 1):
+        s = [y for _, y in source.train_batches(epoch)]
+        t = [y for _, y in target.train_batches(epoch)]
+        assert not all(torch.equal(a, b) for a, b in zip(s, t))
+        assert sorted(torch.cat(s).tolist()) == sorted(torch.cat(t).tolist()) == sorted(labels.tolist())
+    again = TensorDomain("mnist_m", torch.zeros(40, 2), labels, batch_size=8, seed=3)
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(target.train_batches(1), again.train_batches(1)))
+
+
+def test_a_folder_of_small_pngs_trains_at_their_own_size(tmp_path, capsys):
+    """32x32 digits in <root>/<domain>/<class>/: decoded at 32x32 (not 256) for lenet, upscaled
+    to the backbone's input for one that needs larger images."""
+    from dann.cli import main
+    from dann.config import make_config
+    from dann.datasets.folder import Folder
+
+    rng = np.random.default_rng(0)
+    for domain in ("mnist", "svhn"):
+        for digit in ("0", "1"):
+            (tmp_path / "digits" / domain / digit).mkdir(parents=True)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    tmp_path / "digits" / domain / digit / f"{i}.png")
+    folder = Folder(make_config(dataset="folder", data_root=str(tmp_path / "digits")))
+    assert folder.choose_image_size(InputSpec(size=32, min_size=32), ["mnist", "svhn"]) == 32
+    assert folder.choose_image_size(InputSpec(size=224, min_size=63), ["mnist", "svhn"]) == 224
+    out = tmp_path / "run"
+    assert main("dann", ["--dataset", "folder", "--data_root", str(tmp_path / "digits"), "--source", "mnist",
+                         "--target", "svhn", "--backbone", "lenet", "--pretrained", "none", "--cpu",
+                         "--batch_size", "4", "--epochs", "1", "--no-tsne", "--cache_dir", str(tmp_path / "cache"),
+                         "--output_dir", str(out)]) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_target_eval"] == 8 and results["steps"] == 2
+    assert [np.load(p, mmap_mode="r").shape for p in sorted((tmp_path / "cache").glob("*.npy"))] == [(8, 3, 32, 32)] * 2

@@ -236,3 +236,130 @@ def test_forward_dispatches_to_predict_and_step(make_method, name):
     loss_fwd, metrics_fwd = method(x_s, y_s, x_t, 0.7)
     assert torch.equal(loss, loss_fwd) and metrics.keys() == metrics_fwd.keys()
     assert all(torch.equal(torch.as_tensor(metrics[k]), torch.as_tensor(metrics_fwd[k])) for k in metrics)
+
+
+# --- the target terms, MCC, pseudo-labels, AdaBN -------------------------------------------
+
+def test_entropy_term_known_answers():
+    from dann.methods.terms import entropy
+
+    assert entropy(torch.zeros(4, 7)).item() == pytest.approx(math.log(7))  # uniform: log C
+    assert entropy(torch.tensor([[50.0, 0.0, 0.0]])).item() == pytest.approx(0.0, abs=1e-6)  # certain: 0
+
+
+def test_mcc_loss_known_answers():
+    from dann.methods.terms import mcc_loss
+
+    assert mcc_loss(torch.zeros(8, 5), 2.5).item() == pytest.approx(4 / 5)  # uniform: (C - 1) / C
+    confident = 100 * torch.eye(4).repeat(2, 1)  # every example sure of its own class
+    assert mcc_loss(confident, 2.5).item() == pytest.approx(0.0, abs=1e-6)
+    mixed = torch.tensor([[3.0, 2.5, 0.0], [0.0, 3.0, 2.5], [2.5, 0.0, 3.0]])
+    assert 0 < mcc_loss(mixed, 1.0) < mcc_loss(mixed, 5.0)  # a higher temperature confuses more
+
+
+def test_the_target_terms_reach_every_method_that_takes_them(make_method):
+    (x_s, y_s), x_t = batches()
+    for method in ("dann", "cdan", "dsn", "mcc", "pseudo_labels"):
+        plain = make_method(method, mcc_weight=0.0, entropy_weight=0.0)
+        loss_plain, metrics = plain.step((x_s, y_s), x_t, 0.5)
+        assert "mcc_loss" not in metrics and "entropy" not in metrics
+        with_terms = make_method(method, mcc_weight=2.0, entropy_weight=0.5)
+        loss, metrics = with_terms.step((x_s, y_s), x_t, 0.5)
+        expected = loss_plain + 2.0 * metrics["mcc_loss"] + 0.5 * metrics["entropy"]  # same weights (seeded)
+        assert torch.allclose(loss, expected, atol=1e-5), method
+
+
+def test_pseudo_labels_use_only_confident_target_predictions(make_method):
+    (x_s, y_s), x_t = batches()
+    never = make_method("pseudo_labels", pl_threshold=1.0)  # no softmax reaches 1 on a random net
+    _, metrics = never.step((x_s, y_s), x_t, 0.5)
+    assert metrics["pl_fraction"] == 0 and metrics["pl_loss"] == 0
+    always = make_method("pseudo_labels", pl_threshold=0.0)
+    loss, metrics = always.step((x_s, y_s), x_t, 1.0)
+    assert metrics["pl_fraction"] == 1 and metrics["pl_loss"] > 0
+    assert metrics["pl_weight"] == pytest.approx(1.0, abs=1e-3)  # the ramp at p = 1
+    assert_every_parameter_trained(always, loss)
+
+
+def test_adabn_evaluates_each_domain_with_its_own_statistics(make_method):
+    from dann.methods.adabn import batch_norms
+
+    method = make_method("adabn", bottleneck_dim=6).eval()
+    x_target = torch.randn(32, 3, 16, 16) * 3 + 2  # a shifted domain
+    before = [m.running_mean.clone() for m in batch_norms(method)]
+    plain = method.predict(x_target)
+    with method.evaluation_statistics(iter(x_target.split(8))):
+        adapted = method.predict(x_target)
+        bottleneck = method.features.bottleneck
+        h = bottleneck[0](method.features.body(x_target))  # the bottleneck's input to its batch norm
+        assert torch.allclose(bottleneck[1].running_mean, h.mean(0), atol=1e-4)  # the target's mean
+    assert not torch.allclose(plain, adapted)
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, batch_norms(method)))  # restored
+    assert torch.equal(method.predict(x_target), plain)
+
+
+def test_adabn_without_batch_norm_is_refused(make_method):
+    from dann.errors import UserError
+
+    with pytest.raises(UserError, match="has no batch norm"):
+        make_method("adabn")
+
+
+# --- how parameters learn: groups, clipping ---------------------------------------------------
+
+def test_param_groups_give_the_backbone_its_lr_multiplier(make_method):
+    from dann.train import make_optimizer
+
+    method = make_method("dann", backbone_lr_mult=0.1, bottleneck_dim=5)
+    groups = {g["name"]: g for g in method.param_groups()}
+    body = {id(p) for p in method.features.body.parameters()}
+    assert {id(p) for p in groups["backbone"]["params"]} == body
+    assert not body & {id(p) for p in groups["heads"]["params"]}  # bottleneck, G_y, G_d
+    assert len(body) + len(groups["heads"]["params"]) == len(list(method.parameters()))
+    optimizer = make_optimizer(method, make_config(lr=0.02))
+    assert sorted(g["lr"] for g in optimizer.param_groups) == pytest.approx([0.002, 0.02])
+
+
+def test_the_loop_keeps_each_groups_multiple_and_clips(monkeypatch):
+    """Through fit: the schedule scales every group's rate and keeps the ratio; --clip_grad
+    bounds the norm of the gradient the optimizer steps with (train/grad_norm logs it before)."""
+    from accelerate import Accelerator
+
+    import dann.train
+    from dann.data import TensorDomain
+    from dann.datasets import Split
+    from dann.schedules import lr_factor
+
+    monkeypatch.setitem(dann.plugins.BACKBONES, "tiny", tiny_image_backbone)
+    config = make_config(method="dann", backbone="tiny", pretrained="none", epochs=2, batch_size=4, lr=0.1,
+                         lr_schedule="dann", backbone_lr_mult=0.1, clip_grad=1e-3, log_every=1)
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 16, 16), torch.arange(8) % NUM_CLASSES
+    source = TensorDomain("s", x, y, batch_size=4, seed=0)
+    split = Split(train=source, target=TensorDomain("t", x + 1, y, batch_size=4, seed=0), test=source,
+                  source_test=source, classes=["a", "b", "c"])
+    stepped = []  # (lr of each group, gradient norm) at every optimizer step
+
+    def recording_optimizer(model, config):
+        optimizer = make_optimizer(model, config)
+        step = optimizer.step
+
+        def recorded_step(*args, **kwargs):
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            stepped.append(([g["lr"] for g in optimizer.param_groups], torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()))
+            return step(*args, **kwargs)
+        optimizer.step = recorded_step
+        return optimizer
+
+    from dann.train import make_optimizer
+    monkeypatch.setattr(dann.train, "make_optimizer", recording_optimizer)
+    logs = []
+    dann.train.fit(config, build(config, NUM_CLASSES), Accelerator(cpu=True), split,
+                   log=lambda values, step: logs.append(values))
+    assert len(stepped) == 4
+    for i, (lrs, norm) in enumerate(stepped):
+        assert lrs == pytest.approx([0.1 * 0.1 * lr_factor(i / 4, 0, "dann", 20, 0.1),
+                                     0.1 * lr_factor(i / 4, 0, "dann", 20, 0.1)])  # backbone, heads
+        assert norm <= 1e-3 * 1.0001
+    assert all(v["train/grad_norm"] > 1e-3 for v in logs if "train/grad_norm" in v)  # clipped from above

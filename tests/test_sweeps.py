@@ -47,6 +47,22 @@ def test_sweep_yaml_is_valid_and_its_parameters_are_flags(path):
             assert before.strip().startswith("#"), f"{path.name}: no comment above {name}"
 
 
+TUNING = sorted((ROOT / "sweeps" / "digits_tune").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", TUNING, ids=lambda p: p.stem)
+def test_tuning_grids_run_only_on_the_tuning_pair_and_parse(path):
+    """The digits table's recipes are chosen on digits -> digits_m, never on a benchmark pair;
+    every grid point is a command line its method accepts (its own flags, no other's)."""
+    config = sweeps.load_sweep(path)
+    assert sweeps.check_sweep(config) == []
+    parameters = config["parameters"]
+    assert (parameters["source"], parameters["target"]) == ({"value": "digits"}, {"value": "digits_m"})
+    assert len(parameters["seeds"]["value"].split(",")) == 3
+    for params in sweeps.grid(config):
+        parse_config("dann", sweeps.flag_args(params))
+
+
 def test_check_sweep_finds_mistakes():
     bad = {"method": "bayes", "metric": {"name": "x"}, "program": "train.py",
            "parameters": {"lr": {"values": []}, "alpha": {"min": 0}}, "commands": []}
@@ -109,7 +125,7 @@ def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
     training with it; started again, it runs only what is left."""
     path = fake_sweep(tmp_path, [0.1, 0.666, 0.3, 0.2], sleep=0.6)
     command = [sys.executable, str(ROOT / "sweep.py"), "run", str(path), "--out", "out",
-               "--launcher", "python", "--wandb", "off"]
+               "--command_style", "python", "--wandb", "off"]
     runner = subprocess.Popen(command, cwd=tmp_path, env=clean_env(tmp_path), start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     keys = [job.run_dir.name for job in sweeps.sweep_jobs(sweeps.load_sweep(path), tmp_path / "out",
@@ -130,7 +146,7 @@ def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
     done = [p for p in (tmp_path / "out" / "runs").glob("*/results.json")]
     assert len(done) == 1, "killed before the end"
 
-    proc = sweep_cli("run", str(path), "--out", "out", "--launcher", "python", "--wandb", "off", cwd=tmp_path)
+    proc = sweep_cli("run", str(path), "--out", "out", "--command_style", "python", "--wandb", "off", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.count("skip ") == 1 and (first / "results.json").stat().st_mtime_ns == finished_at
     assert "3 of 4 runs finished, 1 failed, 0 left" in proc.stdout
@@ -143,7 +159,7 @@ def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
     table = (tmp_path / "out" / "table.md").read_text()
     assert table.index("0.3000") < table.index("0.2000") < table.index("0.1000") < table.index("failed")
 
-    again = sweep_cli("run", str(path), "--out", "out", "--launcher", "python", "--wandb", "off", cwd=tmp_path)
+    again = sweep_cli("run", str(path), "--out", "out", "--command_style", "python", "--wandb", "off", cwd=tmp_path)
     assert again.stdout.count("skip ") == 3, "finished runs are skipped; the failed one is retried"
 
 
@@ -151,8 +167,8 @@ def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
 def test_flags_after_the_separator_are_part_of_a_run_and_of_the_final_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = fake_sweep(tmp_path, [0.1, 0.2])
-    sweeps.run_local(path, tmp_path / "out", ["--augment=true"], launcher="python", wandb_mode="off")
-    rows = sweeps.run_local(path, tmp_path / "out", ["--augment=false"], launcher="python", wandb_mode="off")
+    sweeps.run_sweep(path, tmp_path / "out", ["--augment=true"], command_style="python", wandb_mode="off")
+    rows = sweeps.run_sweep(path, tmp_path / "out", ["--augment=false"], command_style="python", wandb_mode="off")
     assert len(list((tmp_path / "out" / "runs").iterdir())) == 4  # two settings, two sets of runs
     assert all(r["extra"] == ["--augment=false", "--report_to=none"] for r in rows)
     proc = sweep_cli("best", "out", "--name", "4B", cwd=tmp_path)
@@ -179,7 +195,7 @@ def test_the_sweep_launcher_needs_no_path_and_a_missing_one_makes_no_folder(tmp_
 def test_best_prints_the_config_and_the_final_command(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the runs start in the current folder: the stand-in program
     path = fake_sweep(tmp_path, [0.1, 0.3, 0.2])
-    sweeps.run_local(path, tmp_path / "out", launcher="python", wandb_mode="off")
+    sweeps.run_sweep(path, tmp_path / "out", command_style="python", wandb_mode="off")
     proc = sweep_cli("best", "out", "--name", "4B", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "target_acc=0.3000" in proc.stdout and "lr: 0.3" in proc.stdout
@@ -197,7 +213,7 @@ def test_runner_trains_a_tiny_grid_for_real(tiny_pacs, tmp_path):
     config["parameters"] = {"lr": {"values": [0.01, 0.001]}, "target": {"value": "art_painting"}}
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))
-    run = ["run", str(path), "--out", str(tmp_path / "out"), "--launcher", "python", "--wandb", "off"]
+    run = ["run", str(path), "--out", str(tmp_path / "out"), "--command_style", "python", "--wandb", "off"]
     quick = ["--cpu", "--pretrained=none", "--max_steps=1", "--batch_size=4", "--num_workers=1"]  # a real AlexNet
     extra = ["--", *quick, "--no-tsne", f"--data_root={tiny_pacs}", f"--cache_dir={tmp_path / 'cache'}"]
     proc = sweep_cli(*run, "--max_runs", "1", *extra, cwd=ROOT, env=clean_env(tmp_path))  # interrupted
@@ -229,7 +245,7 @@ def test_report_renders_the_comparison_table(tmp_path, monkeypatch):
             "4D": recorded(tmp_path / "4D", "dann", "art_painting", [0.49, 0.53]) / "results.json",
             "upper": recorded(tmp_path / "up", "baseline", "art_painting", [0.95, 0.97], train_on="target")}
     monkeypatch.chdir(tmp_path)
-    sweeps.run_local(fake_sweep(tmp_path, [0.1, 0.4]), tmp_path / "sweep", launcher="python", wandb_mode="off")
+    sweeps.run_sweep(fake_sweep(tmp_path, [0.1, 0.4]), tmp_path / "sweep", command_style="python", wandb_mode="off")
     rows["swept"] = tmp_path / "sweep"
     markdown = report.to_markdown(report.build_table({k: str(v) for k, v in rows.items()}))
     lines = markdown.splitlines()
@@ -259,3 +275,43 @@ def test_report_logs_a_wandb_table_offline(tmp_path):
     from train_helpers import inspect_wandb
     summary = inspect_wandb(next((tmp_path / "wandb").glob("offline-run-*")), env)["summary"]
     assert summary["comparison"]["_type"] == "table-file" and summary["comparison"]["nrows"] == 1
+
+
+# ---------------------------------------------------------------------------- the layers
+
+TIER = {"sweeps", "runner", "report", "homework", "compare", "slurm", "multinode"}
+
+
+def test_the_training_library_never_imports_the_experiment_tier():
+    import ast
+
+    for path in sorted((ROOT / "dann").rglob("*.py")):
+        if path.parent == ROOT / "dann" and path.stem in TIER:
+            continue
+        tree = ast.parse(path.read_text())
+        names = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        names += [f"{node.module}.{alias.name}" if node.module == "dann" else node.module
+                  for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+                  for alias in node.names]
+        assert not [n for n in names if n.startswith("dann.") and n.split(".")[1] in TIER], path
+
+
+def test_grid_from_a_methods_declared_sweep_values(tmp_path):
+    """`sweep.py grid`: the method's own sweep values (dann/hparams.py), other flags' values
+    from --also, the fixed flags after --; every point parses as a command line."""
+    out = tmp_path / "grid.yaml"
+    done = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "grid", "--method", "cdan", "--vary",
+                           "alpha,entropy_conditioning", "--also", "lr=0.003,0.01", "--out", str(out), "--",
+                           "--dataset=digits_shipped", "--channels_last=on", "--seeds=0,1,2"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    config = sweeps.load_sweep(out)
+    assert len(sweeps.grid(config)) == 3 * 2 * 2 and config["program"] == "train_dann.py"
+    parameters = config["parameters"]
+    assert parameters["alpha"] == {"values": [0.1, 0.3, 1.0]} and parameters["lr"] == {"values": [0.003, 0.01]}
+    assert parameters["channels_last"] == {"value": "on"} and parameters["seeds"] == {"value": "0,1,2"}
+    for params in sweeps.grid(config):
+        assert parse_config("dann", sweeps.flag_args(params)).method_hp.alpha == params["alpha"]
+    refused = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "grid", "--method", "mcc", "--vary", "alpha",
+                              "--out", str(out)], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1 and "declares no sweep values for it" in refused.stderr

@@ -28,7 +28,8 @@ def test_offline_wandb_run_has_config_summary_and_tsne_images(tiny_pacs, tmp_pat
     env = clean_env(tmp_path, WANDB_MODE="offline")
     out = tmp_path / "run"
     proc, results = train("train_baseline.py", tiny_pacs, out, "--report_to", "wandb", "--lr", "0.002",
-                          "--run_name", "tiny-offline", "--wandb_group", "3A", "--wandb_tags", "test,cpu", env=env)
+                          "--run_name", "tiny-offline", "--wandb_group", "3A", "--wandb_tags", "test,cpu",
+                          "--tsne", "--save_model", env=env)  # asked for: --max_steps skips them
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in ("tsne_by_class.png", "tsne_by_domain.png", "confusion_matrix.png", "model.safetensors"):
         assert (out / name).is_file(), name

@@ -171,7 +171,10 @@ def load_splits(dataset: Dataset, config, spec: InputSpec, *, device: torch.devi
     if config.data_path == "loader" and not dataset.loader_path:
         raise UserError(f"--data_path loader: --dataset {config.dataset} is held in memory only; "
                         f"use --data_path tensor or auto")
-    common = dict(batch_size=config.batch_size, seed=config.seed, rank=rank, world=world, augment=config.augment)
+    # --max_steps (a quick check) evaluates max_steps x batch_size images per domain at most
+    eval_limit = config.max_steps * config.batch_size * world if config.max_steps else 0
+    common = dict(batch_size=config.batch_size, seed=config.seed, rank=rank, world=world, augment=config.augment,
+                  eval_limit=eval_limit)
     domains, skipped, data_path = {}, [], "tensor"
     for name in names:
         if dataset.loader_path:
