@@ -399,10 +399,11 @@ def test_a_table_row_with_a_grid_is_chosen_per_cell_by_the_rule(tmp_path):
 def test_a_table_grid_without_a_rule_is_refused_before_anything_runs(tmp_path):
     from dann.compare import Row, run_table
     from dann.errors import UserError
+    from dann.runner import Runner
 
     rows = [Row("DANN", "dann", {"alpha": [0.1, 1.0]})]
     kwargs = dict(dataset="digits_shipped", pairs=[("mnist", "mnist_m")], rows=rows, backbones=["lenet"], seeds="0",
-                  gpus=None, runs_per_gpu=1)
+                  runner=Runner([None]))
     with pytest.raises(UserError, match="row 'DANN' searches alpha: give --selection"):
         run_table(tmp_path / "t", **kwargs)
     with pytest.raises(UserError, match="--selection snf: unknown rule"):

@@ -279,7 +279,7 @@ def test_report_logs_a_wandb_table_offline(tmp_path):
 
 # ---------------------------------------------------------------------------- the layers
 
-TIER = {"sweeps", "runner", "report", "homework", "compare", "slurm", "multinode"}
+TIER = {"sweeps", "runner", "report", "homework", "compare", "slurm", "multinode", "model_selection"}
 
 
 def test_the_training_library_never_imports_the_experiment_tier():
