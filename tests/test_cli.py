@@ -212,3 +212,21 @@ def test_a_failed_run_leaves_no_folder_and_a_quick_check_stays_quick(tmp_path):
     assert results["num_target_eval"] == 4 and results["num_source_eval"] == 4
     assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "results.json"]
     assert results["config"]["tsne"] is False and results["config"]["save_model"] is False
+
+
+@pytest.mark.slow
+def test_first_look_prints_source_only_and_the_method_side_by_side(tmp_path):
+    from train_helpers import clean_env
+
+    result, _ = run_script(ROOT / "train_dann.py", "--first_look", "--cpu", "--max_steps", "3",
+                           "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "look"),
+                           cwd=tmp_path, **clean_env(tmp_path))
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith("first look: mnist -> mnist_m"))
+    assert lines[first + 1].split()[:2] == ["source", "only"] and lines[first + 2].split()[0] == "dann"
+    for name in ("source_only", "dann"):
+        results = json.loads((tmp_path / "look" / name / "results.json").read_text())
+        assert results["config"]["backbone"] == "lenet_bn" and results["config"]["dataset"] == "digits_shipped"
+    dann = json.loads((tmp_path / "look" / "dann" / "results.json").read_text())
+    assert dann["config"]["alpha"] == 0.3  # the DANN row of sweeps/digits_table.yaml

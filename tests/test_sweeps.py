@@ -315,3 +315,13 @@ def test_grid_from_a_methods_declared_sweep_values(tmp_path):
     refused = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "grid", "--method", "mcc", "--vary", "alpha",
                               "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "declares no sweep values for it" in refused.stderr
+
+
+def test_the_digits_table_recipes_are_flags_of_their_methods():
+    from dann.compare import check_row, load_recipes
+
+    spec = load_recipes(ROOT / "sweeps" / "digits_table.yaml")
+    assert [r.method for r in spec["rows"]][0] == "baseline" and spec["rows"][-1].method == "upper"
+    for row in spec["rows"]:
+        check_row(row, spec["common"])  # raises on a flag the row's method does not take
+    assert all(":" in p for p in spec["pairs"]) and spec["dataset"] == "digits_shipped"
