@@ -145,7 +145,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                          epilog=PASS_THROUGH, **common)
     tab.add_argument("--out", required=True, help="the table's folder (runs/, table.md, table.csv, paired.md)")
     tab.add_argument("--recipes", default="",
-                     help="a YAML of rows (method and flags) and the table's defaults, e.g. sweeps/digits_table.yaml")
+                     help="a YAML of rows (method and flags) and the table's defaults, e.g. sweeps/tables/digits.yaml")
     tab.add_argument("--dataset", default="", help="any --dataset of the training scripts (default: the "
                                                     "recipes', else digits)")
     tab.add_argument("--pairs", default="", help="source:target pairs, comma-separated, e.g. mnist_m:svhn "

@@ -3,7 +3,7 @@ backbones, each cell over seeds, as the second homework reports it.
 
     python sweep.py table --dataset digits --pairs mnist_m:svhn,svhn:mnist_m \\
         --methods baseline,dann,dsn,upper --backbones resnet18,lenet --seeds 0,1,2,3,4 --out runs/hw2
-    python sweep.py table --recipes sweeps/digits_table.yaml --out runs/digits_table   # the CPU benchmark
+    python sweep.py table --recipes sweeps/tables/digits.yaml --out runs/digits_table   # the CPU benchmark
 
 A row is a method and its flags: a name of --methods (the method with its defaults;
 `baseline` trains on the source, `upper` on the labeled target), or a row of a recipes YAML
@@ -76,7 +76,7 @@ def load_recipes(path: str | Path) -> dict:
     """A recipes YAML: {rows: [Row], common: {flag: value}, and the table's defaults}."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"--recipes {path}: no such file; see sweeps/digits_table.yaml for the format")
+        raise UserError(f"--recipes {path}: no such file; see sweeps/tables/digits.yaml for the format")
     spec = yaml.safe_load(path.read_text()) or {}
     unknown = set(spec) - TABLE_KEYS
     if unknown or not isinstance(spec.get("rows"), dict):

@@ -25,7 +25,7 @@ ADAPT = ("dann",)  # flags of train_dann.py only
 # train_dann.py's methods: every registered one but the baseline (train_baseline.py's).
 ADAPTATION_METHODS = [m for m in plugins.METHODS if m != plugins.BASELINE]
 # --first_look's data and recipes: the CPU benchmark table's (docs/RESULTS.md).
-FIRST_LOOK_RECIPES = Path(__file__).resolve().parents[1] / "sweeps" / "digits_table.yaml"
+FIRST_LOOK_RECIPES = Path(__file__).resolve().parents[1] / "sweeps" / "tables" / "digits.yaml"
 # The plug-in kinds whose hyperparameters join the flags: (config field, registry).
 PLUGIN_KINDS = (("method", plugins.METHODS), ("backbone", plugins.BACKBONES),
                 ("discriminator", plugins.DISCRIMINATORS))
@@ -164,7 +164,7 @@ class TrainConfig:
     first_look: bool = field(default=False, metadata=_flag(
         "a first look on a CPU in a minute or two, no download: trains the source-only baseline and --method "
         "(DANN by default) on the shipped digits, mnist -> mnist_m, with the recipes of the CPU benchmark "
-        "(sweeps/digits_table.yaml), and prints both target accuracies side by side; flags you give "
+        "(sweeps/tables/digits.yaml), and prints both target accuracies side by side; flags you give "
         "override the recipe", scripts=ADAPT))
     # The plug-ins' own hyperparameters (not flags themselves: their fields are); filled with
     # the plug-in's defaults when not given.
@@ -388,7 +388,7 @@ def validate(config: TrainConfig) -> list[str]:
 
 def first_look_recipe(method: str) -> dict:
     """--first_look's defaults for `method`: the CPU benchmark's data, its first pair, the flags
-    every row shares and those of the first row of `method` (sweeps/digits_table.yaml)."""
+    every row shares and those of the first row of `method` (sweeps/tables/digits.yaml)."""
     import yaml  # here: only --first_look reads the file
 
     spec = yaml.safe_load(FIRST_LOOK_RECIPES.read_text())

@@ -229,4 +229,4 @@ def test_first_look_prints_source_only_and_the_method_side_by_side(tmp_path):
         results = json.loads((tmp_path / "look" / name / "results.json").read_text())
         assert results["config"]["backbone"] == "lenet_bn" and results["config"]["dataset"] == "digits_shipped"
     dann = json.loads((tmp_path / "look" / "dann" / "results.json").read_text())
-    assert dann["config"]["alpha"] == 0.3  # the DANN row of sweeps/digits_table.yaml
+    assert dann["config"]["alpha"] == 0.3  # the DANN row of sweeps/tables/digits.yaml

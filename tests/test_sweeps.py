@@ -320,7 +320,7 @@ def test_grid_from_a_methods_declared_sweep_values(tmp_path):
 def test_the_digits_table_recipes_are_flags_of_their_methods():
     from dann.compare import check_row, load_recipes
 
-    spec = load_recipes(ROOT / "sweeps" / "digits_table.yaml")
+    spec = load_recipes(ROOT / "sweeps" / "tables" / "digits.yaml")
     assert [r.method for r in spec["rows"]][0] == "baseline" and spec["rows"][-1].method == "upper"
     for row in spec["rows"]:
         check_row(row, spec["common"])  # raises on a flag the row's method does not take
