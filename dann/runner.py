@@ -156,6 +156,8 @@ class Runner:
         env = run_env(self.wandb_mode)
         if slot is not None:
             env["CUDA_VISIBLE_DEVICES"] = slot
+        elif "OMP_NUM_THREADS" not in env:  # K runs on the CPU share its cores instead of fighting for them
+            env["OMP_NUM_THREADS"] = str(max(1, cpu_cores() // len(self.slots)))
         where = "" if slot is None else f" on GPU {slot}"
         print(f"start {job.run_dir.name}{where}: {shlex.join(command)}", flush=True)
         log = open(job.run_dir / "log.txt", "a")
@@ -190,6 +192,10 @@ def prepare(job: Job) -> list[str]:
     command = [*job.command, f"--output_dir={job.run_dir}", "--resume=auto"]
     (job.run_dir / "command.txt").write_text(shlex.join(command) + "\n")
     return command
+
+
+def cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def run_env(wandb_mode: str) -> dict:
