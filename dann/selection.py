@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from dann import plugins
 from dann.config import TrainConfig, selection_rules
+from dann.data import eval_indices
 from dann.errors import note, warn
 from dann.methods import terms
 
@@ -296,7 +297,8 @@ def reverse_accuracy(run: RunContext, pseudo_labels: torch.Tensor) -> float:
     if bad.item():
         raise Unavailable("the reverse model's loss was not finite")
     logits, _ = outputs(net, split.source_val, None, split.train, accelerator)
-    return (logits.argmax(1) == split.source_val.labels.to(logits.device)).float().mean().item()
+    labels = split.source_val.labels[evaluated(split.source_val).to(split.source_val.labels.device)]
+    return (logits.argmax(1) == labels.to(logits.device)).float().mean().item()
 
 
 # ---------------------------------------------------------------------------- what a run records
@@ -333,10 +335,10 @@ def outputs(net, domain, index: torch.Tensor | None, unlabeled, accelerator, fea
     (one process only: several agree on stopping at the loop's checks, as `evaluate` does)."""
     from dann.train import StopRequested
 
-    index = torch.arange(size(domain)) if index is None else index
+    index = evaluated(domain) if index is None else index
     stats = nullcontext()
     if unlabeled is not None:
-        stats = net.evaluation_statistics(_batches(unlabeled, torch.arange(size(unlabeled))))
+        stats = net.evaluation_statistics(_batches(unlabeled, evaluated(unlabeled)))
     was_training, logits, feats = net.training, [], []
     try:
         with stats, accelerator.autocast():
@@ -357,11 +359,18 @@ def outputs(net, domain, index: torch.Tensor | None, unlabeled, accelerator, fea
     return torch.cat(logits), torch.cat(feats) if features else None
 
 
-def target_sample(n: int) -> torch.Tensor:
-    """The target images the scores read: all, or a fixed random TARGET_SAMPLE of them."""
-    if n <= TARGET_SAMPLE:
-        return torch.arange(n)
-    return torch.randperm(n, generator=torch.Generator().manual_seed(0))[:TARGET_SAMPLE].sort().values
+def evaluated(domain) -> torch.Tensor:
+    """The examples of a domain the scores read: all of them, or in a quick check (--max_steps)
+    the same evenly spread few that its evaluation reads (`eval_limit`)."""
+    return eval_indices(size(domain), limit=getattr(domain, "eval_limit", 0))
+
+
+def target_sample(domain) -> torch.Tensor:
+    """The target images the scores read: those `evaluated`, at most a fixed random TARGET_SAMPLE."""
+    index = evaluated(domain)
+    if len(index) <= TARGET_SAMPLE:
+        return index
+    return index[torch.randperm(len(index), generator=torch.Generator().manual_seed(0))[:TARGET_SAMPLE].sort().values]
 
 
 def gather(net, split, accelerator, features: bool, stop=None) -> Evidence:
@@ -371,10 +380,11 @@ def gather(net, split, accelerator, features: bool, stop=None) -> Evidence:
     if split.source_val is not None:
         evidence.logits_val, evidence.features_val = outputs(
             net, split.source_val, None, split.train if adapting else None, accelerator, features, stop)
-        evidence.labels_val = split.source_val.labels.to(evidence.logits_val.device)
+        labels = split.source_val.labels[evaluated(split.source_val).to(split.source_val.labels.device)]
+        evidence.labels_val = labels.to(evidence.logits_val.device)
     if adapting:
         evidence.logits_t, evidence.features_t = outputs(
-            net, split.target, target_sample(size(split.target)), split.target, accelerator, features, stop)
+            net, split.target, target_sample(split.target), split.target, accelerator, features, stop)
     return evidence
 
 
@@ -425,7 +435,7 @@ def end_of_run(config: TrainConfig, model, accelerator, split, steps: int, chann
         except StopRequested:
             warn("stop signal: the selection scores are skipped")
             return {}
-        target_index = target_sample(size(split.target)) if split.target is not None else torch.arange(0)
+        target_index = target_sample(split.target) if split.target is not None else torch.arange(0)
         budget = min(config.rv_steps, max(1, steps // 4))  # adds at most a quarter to the training time
         evidence.run = RunContext(config, accelerator, split, target_index, budget, channels_last, stop)
         values, missing = score(names, evidence)

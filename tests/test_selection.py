@@ -347,7 +347,7 @@ def test_selection_on_a_tiny_trained_grid_writes_its_table_and_figures(tmp_path)
     quick = ["--cpu", "--max_steps=2", "--batch_size=4", "--no-tsne", "--num_workers=0", "--source_val=0.25",
              f"--cache_dir={tmp_path / 'cache'}"]
     run = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "run", str(tmp_path / "tiny.yaml"), "--out",
-                          str(tmp_path / "grid"), "--launcher", "python", "--wandb", "off", "--", *quick],
+                          str(tmp_path / "grid"), "--command_style", "python", "--wandb", "off", "--", *quick],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0 and "2 of 2 runs finished" in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
     tracked = {**env, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
@@ -422,3 +422,17 @@ def test_the_report_names_the_rule_that_chose_each_row(tmp_path):
     assert [row[-1] for row in table] == ["oracle (target accuracy: reads the target labels)",
                                           "snd (higher is better)", ""]
     assert table[1][1] == "DANN, hyperparameters chosen on the 3B grid without target labels"
+
+
+def test_a_quick_check_scores_the_few_images_its_evaluation_reads(pacs16, tmp_path, monkeypatch):
+    """--max_steps 2 at batch 4 evaluates 8 images of each domain: the scores read those 8 too."""
+    from dann.cli import main
+
+    register(monkeypatch)
+    out = tmp_path / "quick"
+    assert main("dann", ["--cpu", "--backbone", "tiny", "--pretrained", "none", "--data_root", str(pacs16),
+                         "--batch_size", "4", "--max_steps", "2", "--num_workers", "0", "--source_val", "0.25",
+                         "--output_dir", str(out), "--cache_dir", str(tmp_path / "cache")]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_target_eval"] == 8 and results["select_images"] == {"source_val": 4, "target": 8}
+    assert all(math.isfinite(results[f"select/{n}"]) for n in plugins.SELECTION)
