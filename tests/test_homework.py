@@ -4,27 +4,19 @@ writes the report table."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from conftest import ROOT, write_tiny_pacs
 from train_helpers import clean_env
 
 ROWS = ("3A", "3B", "4B", "4D", "3A-snd", "3B-snd", "upper")  # 3A-snd, 3B-snd: --selection snd
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return open(f"/proc/{pid}/stat").read().split()[2] != "Z"
 
 
 @pytest.mark.slow
@@ -43,8 +35,10 @@ def test_tiny_homework_stops_with_its_runs_restarts_and_reports(tmp_path):
     runner.send_signal(signal.SIGTERM)  # `kill PID`, as a user stops it
     _, stderr = runner.communicate(timeout=120)
     assert runner.returncode == 130 and stderr.strip().splitlines()[-1].startswith("stopped: SIGTERM"), stderr
-    pids = [int(lock.read_text()) for lock in out.glob("sweeps/*/runs/*/.lock") if lock.read_text().strip()]
-    assert pids and not [pid for pid in pids if alive(pid)], "a run outlived the runner"
+    time.sleep(1)
+    left = [p.info["pid"] for p in psutil.process_iter(["pid", "cmdline", "status"])  # a run's command names its folder
+            if p.info["status"] != psutil.STATUS_ZOMBIE and any(str(out) in a for a in (p.info["cmdline"] or []))]
+    assert not left, "a run outlived the runner"
     finished = {p: p.stat().st_mtime_ns for p in out.glob("sweeps/*/runs/*/results.json")}
     assert 2 <= len(finished) < 8
 

@@ -29,7 +29,7 @@ def train(*command, launcher=(sys.executable,), **env):
 def test_dann_alexnet_steps_on_real_pacs_write_complete_results(real_pacs, pacs_cache, tmp_path):
     out = tmp_path / "run"
     result = train(str(ROOT / "train_dann.py"), "--data_root", str(real_pacs), "--cache_dir", str(pacs_cache),
-                   "--output_dir", str(out), "--max_steps", "2", "--batch_size", "8", "--tsne_samples", "50")
+                   "--output_dir", str(out), "--iters_per_epoch", "2", "--batch_size", "8", "--tsne_samples", "50")
     results = json.loads((out / "results.json").read_text())
     assert RESULT_KEYS <= results.keys()
     assert results["num_target_eval"] == 2048 and results["num_source_eval"] == 1670
@@ -54,7 +54,7 @@ def test_every_method_trains_on_real_pacs(method, real_pacs, pacs_cache, tmp_pat
     register(monkeypatch)
     out = tmp_path / method
     flags = ["--cpu", "--backbone", "tiny", "--pretrained", "none", "--data_root", str(real_pacs),
-             "--cache_dir", str(pacs_cache), "--output_dir", str(out), "--max_steps", "3", "--batch_size", "16",
+             "--cache_dir", str(pacs_cache), "--output_dir", str(out), "--iters_per_epoch", "3", "--batch_size", "16",
              "--no-tsne", "--target", "sketch"]
     flags += ["--bottleneck_dim", "8"] if method == "adabn" else []  # AdaBN needs batch norm
     script = "baseline" if method == "baseline" else "dann"
@@ -70,7 +70,7 @@ def test_every_method_trains_on_real_pacs(method, real_pacs, pacs_cache, tmp_pat
 def test_two_processes_count_every_target_image_once(real_pacs, pacs_cache, tmp_path):
     out = tmp_path / "ddp"
     train(str(ROOT / "tests" / "tiny_train.py"), "dann", "--backbone", "tiny", "--data_root", str(real_pacs),
-          "--cache_dir", str(pacs_cache), "--output_dir", str(out), "--max_steps", "2", "--batch_size", "8",
+          "--cache_dir", str(pacs_cache), "--output_dir", str(out), "--iters_per_epoch", "2", "--batch_size", "8",
           "--no-tsne", launcher=(sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"))
     results = json.loads((out / "results.json").read_text())
     assert results["num_processes"] == 2 and results["global_batch"] == 16

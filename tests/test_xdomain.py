@@ -16,7 +16,7 @@ def four_domains(tmp_path):
 def test_xdomain_dann_logs_both_targets_and_their_mean(four_domains, tmp_path):
     env = clean_env(tmp_path, WANDB_MODE="offline")
     out = tmp_path / "run"
-    proc, results = train("train_dann.py", four_domains, out, "--target", "cartoon,sketch", "--no-tsne",
+    proc, results = train("train_dann.py", four_domains, out, "--target", "cartoon,sketch", "--no-tsne", "--save_model",
                           "--report_to", "wandb", env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [(r["target"], r["seed"]) for r in results["runs"]] == [("cartoon", 0), ("sketch", 0)]
@@ -35,7 +35,7 @@ def test_xdomain_dann_logs_both_targets_and_their_mean(four_domains, tmp_path):
 def test_xdomain_baseline_over_seeds_gives_mean_and_std(four_domains, tmp_path):
     out = tmp_path / "run"
     proc, results = train("train_baseline.py", four_domains, out, "--target", "cartoon,sketch",
-                          "--seeds", "3,4", "--no-tsne", env=clean_env(tmp_path))  # tracking off
+                          "--seeds", "3,4", "--no-tsne", "--save_model", env=clean_env(tmp_path))  # tracking off
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert [(r["target"], r["seed"]) for r in results["runs"]] == [
         ("cartoon", 3), ("cartoon", 4), ("sketch", 3), ("sketch", 4)]
