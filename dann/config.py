@@ -450,8 +450,8 @@ def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
     return config
 
 
-def default_output_dir(config: TrainConfig) -> str:
-    """runs/<method>-<source>-<target>-<time>. The processes of one launch (torchrun, accelerate
+def default_output_dir(config: TrainConfig, name: str = "") -> str:
+    """runs/<name or method>-<source>-<target>-<time>. The processes of one launch (torchrun, accelerate
     launch) share the launcher as their parent and take its start time, so that they name one
     folder without talking to each other (multi-node runs: pass --output_dir)."""
     started = time.time()
@@ -460,4 +460,4 @@ def default_output_dir(config: TrainConfig) -> str:
 
         started = psutil.Process(os.getppid()).create_time()
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(started))
-    return f"runs/{config.method}-{config.source}-{config.target.replace(',', '+')}-{stamp}"
+    return f"runs/{name or config.method}-{config.source}-{config.target.replace(',', '+')}-{stamp}"

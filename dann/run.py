@@ -147,7 +147,7 @@ def run(config: TrainConfig, stop=None) -> dict:
 def first_look(config: TrainConfig, stop=None) -> tuple[dict, dict]:
     """--first_look: the source-only baseline, then --method, on the same data, budget and seed,
     in <output_dir>/source_only and <output_dir>/<method>; prints their target accuracies side by side."""
-    base = config.output_dir or default_output_dir(dataclasses.replace(config, method="first_look"))
+    base = config.output_dir or default_output_dir(config, name="first_look")
     baseline = run(with_method(config, "baseline", first_look=False, output_dir=f"{base}/source_only"), stop)
     adapted = run(dataclasses.replace(config, first_look=False, output_dir=f"{base}/{config.method}"), stop)
     if is_main_process():

@@ -219,14 +219,14 @@ def test_first_look_prints_source_only_and_the_method_side_by_side(tmp_path):
     from train_helpers import clean_env
 
     result, _ = run_script(ROOT / "train_dann.py", "--first_look", "--cpu", "--max_steps", "3",
-                           "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "look"),
-                           cwd=tmp_path, **clean_env(tmp_path))
+                           "--cache_dir", str(tmp_path / "cache"), cwd=tmp_path, **clean_env(tmp_path))
     assert result.returncode == 0, result.stderr[-2000:]
+    (look,) = (tmp_path / "runs").glob("first_look-mnist-mnist_m-*")  # the README's command: the default folder
     lines = result.stdout.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("first look: mnist -> mnist_m"))
     assert lines[first + 1].split()[:2] == ["source", "only"] and lines[first + 2].split()[0] == "dann"
     for name in ("source_only", "dann"):
-        results = json.loads((tmp_path / "look" / name / "results.json").read_text())
+        results = json.loads((look / name / "results.json").read_text())
         assert results["config"]["backbone"] == "lenet_bn" and results["config"]["dataset"] == "digits_shipped"
-    dann = json.loads((tmp_path / "look" / "dann" / "results.json").read_text())
+    dann = json.loads((look / "dann" / "results.json").read_text())
     assert dann["config"]["alpha"] == 0.3  # the DANN row of sweeps/tables/digits.yaml
