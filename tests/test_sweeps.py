@@ -63,6 +63,22 @@ def test_tuning_grids_run_only_on_the_tuning_pair_and_parse(path):
         parse_config("dann", sweeps.flag_args(params))
 
 
+SELECTION = sorted((ROOT / "sweeps" / "selection").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SELECTION, ids=lambda p: p.stem)
+def test_selection_grids_parse_and_record_every_rule(path):
+    """The grids of docs/RESULTS.md's selection table: every point a valid command line with a
+    held-out source split and every rule; the measurement's grids have at least 12 points."""
+    config = sweeps.load_sweep(path)
+    assert sweeps.check_sweep(config) == []
+    points = list(sweeps.grid(config))
+    assert len(points) >= (6 if "smoke" in path.stem else 12)
+    for params in points:
+        parsed = parse_config("dann", sweeps.flag_args(params))
+        assert parsed.source_val > 0 and parsed.select_rules == "all"
+
+
 def test_check_sweep_finds_mistakes():
     bad = {"method": "bayes", "metric": {"name": "x"}, "program": "train.py",
            "parameters": {"lr": {"values": []}, "alpha": {"min": 0}}, "commands": []}
