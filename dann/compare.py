@@ -126,17 +126,24 @@ def slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
 
 
+def run_flags(dataset: str, pair: tuple[str, str], backbone: str, row: Row, point: dict, seeds: str,
+              common: dict, extra: list[str]) -> list[str]:
+    """The flags of train_<row.script>.py for one point of a row's recipe in one cell."""
+    source, target = pair
+    flags = [f"--dataset={dataset}", f"--source={source}", f"--target={target}", f"--backbone={backbone}",
+             f"--seeds={seeds}"]
+    flags += {"baseline": [], "upper": ["--train_on=target"]}.get(row.method, [f"--method={row.method}"])
+    recipe = {k: v for k, v in {**common, **point}.items() if k != "backbone"}
+    return flags + flags_for(row.script, row.method, flag_list(recipe)) + flags_for(row.script, row.method, extra)
+
+
 def cell_jobs(out: Path, dataset: str, pair: tuple[str, str], backbone: str, row: Row, seeds: str,
               common: dict, extra: list[str]) -> list[Job]:
     """The row's runs in one cell: one per point of its grid (one for a plain recipe)."""
     source, target = pair
     jobs = []
     for point in row.points():
-        flags = [f"--dataset={dataset}", f"--source={source}", f"--target={target}", f"--backbone={backbone}",
-                 f"--seeds={seeds}"]
-        flags += {"baseline": [], "upper": ["--train_on=target"]}.get(row.method, [f"--method={row.method}"])
-        recipe = {k: v for k, v in {**common, **point}.items() if k != "backbone"}
-        flags += flags_for(row.script, row.method, flag_list(recipe)) + flags_for(row.script, row.method, extra)
+        flags = run_flags(dataset, pair, backbone, row, point, seeds, common, extra)
         command = ["accelerate", "launch", "--quiet", "--config_file", str(ROOT / "accelerate_config.yaml"),
                    str(ROOT / f"train_{row.script}.py"), *flags]
         identity = hashlib.sha1(json.dumps(flags).encode()).hexdigest()[:6]  # another recipe, another folder

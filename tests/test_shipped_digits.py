@@ -79,9 +79,9 @@ def test_the_tables_recipes_adapt_on_mnist_to_mnist_m_by_its_robust_gain(tmp_pat
     acc = {}
     for name in ("trained on source", *ROBUST_GAIN):
         row, out = rows[name], tmp_path / compare.slug(name)
-        (job,) = compare.cell_jobs(tmp_path, spec["dataset"], ("mnist", "mnist_m"), "lenet_bn", row, "0,1",
-                                   spec["common"], [])
-        flags = job.command[job.command.index(str(ROOT / f"train_{row.script}.py")) + 1:]  # the table's run
+        (point,) = row.points()
+        flags = compare.run_flags(spec["dataset"], ("mnist", "mnist_m"), "lenet_bn", row, point, "0,1",
+                                  spec["common"], [])  # the table's run
         assert main(row.script, [*flags, "--cpu", "--report_to=none", f"--cache_dir={tmp_path / 'cache'}",
                                  f"--output_dir={out}"]) == 0, capsys.readouterr().err
         acc[name] = [run["target_acc"] for run in json.loads((out / "results.json").read_text())["runs"]]

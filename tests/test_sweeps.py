@@ -47,6 +47,13 @@ def test_sweep_yaml_is_valid_and_its_parameters_are_flags(path):
             assert before.strip().startswith("#"), f"{path.name}: no comment above {name}"
 
 
+def parsed_grid(path):
+    """A grid YAML checked, and each of its points parsed as train_dann.py's command line."""
+    config = sweeps.load_sweep(path)
+    assert sweeps.check_sweep(config) == []
+    return config, [parse_config("dann", sweeps.flag_args(params)) for params in sweeps.grid(config)]
+
+
 TUNING = sorted((ROOT / "sweeps" / "digits_tune").glob("*.yaml"))
 
 
@@ -54,13 +61,10 @@ TUNING = sorted((ROOT / "sweeps" / "digits_tune").glob("*.yaml"))
 def test_tuning_grids_run_only_on_the_tuning_pair_and_parse(path):
     """The digits table's recipes are chosen on digits -> digits_m, never on a benchmark pair;
     every grid point is a command line its method accepts (its own flags, no other's)."""
-    config = sweeps.load_sweep(path)
-    assert sweeps.check_sweep(config) == []
+    config, _ = parsed_grid(path)
     parameters = config["parameters"]
     assert (parameters["source"], parameters["target"]) == ({"value": "digits"}, {"value": "digits_m"})
     assert len(parameters["seeds"]["value"].split(",")) == 3
-    for params in sweeps.grid(config):
-        parse_config("dann", sweeps.flag_args(params))
 
 
 SELECTION = sorted((ROOT / "sweeps" / "selection").glob("*.yaml"))
@@ -70,13 +74,9 @@ SELECTION = sorted((ROOT / "sweeps" / "selection").glob("*.yaml"))
 def test_selection_grids_parse_and_record_every_rule(path):
     """The grids of docs/RESULTS.md's selection table: every point a valid command line with a
     held-out source split and every rule; the measurement's grids have at least 12 points."""
-    config = sweeps.load_sweep(path)
-    assert sweeps.check_sweep(config) == []
-    points = list(sweeps.grid(config))
+    _, points = parsed_grid(path)
     assert len(points) >= (6 if "smoke" in path.stem else 12)
-    for params in points:
-        parsed = parse_config("dann", sweeps.flag_args(params))
-        assert parsed.source_val > 0 and parsed.select_rules == "all"
+    assert all(parsed.source_val > 0 and parsed.select_rules == "all" for parsed in points)
 
 
 def test_check_sweep_finds_mistakes():
