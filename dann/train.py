@@ -119,6 +119,14 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.O
         return torch.optim.SGD(groups, **kwargs)
 
 
+def release_optimizer(optimizer) -> None:
+    """Training is over: its gradients and momentum go (for AlexNet + G_d, 0.9 GB), before
+    the end-of-run scores, reverse validation's retraining among them, allocate their own."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer wraps the torch one
+    inner.zero_grad(set_to_none=True)
+    inner.state.clear()
+
+
 # ---------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
@@ -320,6 +328,7 @@ def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, l
         progress.pending_eval = progress.epoch % config.eval_every == 0 or progress.step >= last_step
         if not progress.pending_eval:
             checkpoint_if_due()
+    release_optimizer(optimizer)
     history, last = progress.history, progress.last_eval
     evaluated = [r for r in history if "eval/target_acc" in r]
     best = max(evaluated, key=lambda r: r["eval/target_acc"])

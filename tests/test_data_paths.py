@@ -140,6 +140,9 @@ def test_decode_cache_is_reused_and_rebuilt_when_a_file_changes(tiny_pacs, tmp_p
     assert len(calls) == 6
     again, _ = pacs.decode_domain(pacs.list_domain(tiny_pacs, "photo"), tmp_path / "cache", workers=1)
     assert len(calls) == 6 and np.array_equal(first, again)  # no decode: the cache
+    assert isinstance(again, np.memmap)  # read in place, not copied whole into memory
+    again[0] = 0  # copy-on-write: the write stays in this process, the cache keeps the image
+    assert np.array_equal(pacs.decode_domain(files, tmp_path / "cache", workers=1)[0][0], first[0])
 
     stat = files.paths[0].stat()  # touched: same bytes, new mtime
     os.utime(files.paths[0], ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))

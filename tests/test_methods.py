@@ -75,6 +75,7 @@ def test_every_registered_method_trains_through_the_same_loop(method):
     assert all(math.isfinite(v) for r in results["epochs"] for k, v in r.items() if k.startswith("train/"))
     assert sum(map(sum, results["confusion_matrix"])) == results["num_target_eval"] == 400
     assert isinstance(model, nn.Module)
+    assert all(p.grad is None for p in model.parameters())  # training is over: its gradients are freed
 
 
 @pytest.mark.slow

@@ -218,15 +218,18 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
     """The readable images of a domain as one uint8 array (N, 3, S, S), from the cache if
     current, and the files they came from (`files` less the bad ones, see drop_bad).
 
-    A cache hit is a read-only memory map of the cache file. A miss decodes into a temporary
-    file beside it (in `workers` processes) and renames it into place, so a half-written
-    cache is never read and concurrent runs never see each other's partial files.
+    A cache hit is a copy-on-write memory map of the cache file: images are read from the page
+    cache as batches need them, shared by concurrent runs and never copied whole into this
+    process; a write to the array stays in the process (the file is never written). A miss
+    decodes into a temporary file beside it (in `workers` processes) and renames it into
+    place, so a half-written cache is never read and concurrent runs never see each other's
+    partial files.
     """
     cache_file = cache_path(files, cache_dir)
     bad_file = cache_file.with_suffix(".bad.json")
     shape = (len(files.paths), 3, files.size, files.size)
     if cache_file.exists() and bad_file.exists():
-        images = np.load(cache_file, mmap_mode="r")
+        images = np.load(cache_file, mmap_mode="c")
         if images.shape == shape:
             return _without_bad(images, files, json.loads(bad_file.read_text()), skip_bad)
     tmp = cache_file.with_name(f".{cache_file.stem}.{os.getpid()}.partial")  # never matches *.npy
@@ -250,7 +253,7 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
     finally:
         tmp.unlink(missing_ok=True)
     _remove_stale(cache_file)
-    return _without_bad(np.load(cache_file, mmap_mode="r"), files, bad, skip_bad)
+    return _without_bad(np.load(cache_file, mmap_mode="c"), files, bad, skip_bad)
 
 
 def _without_bad(images: np.ndarray, files: DomainFiles, bad: list, skip: bool):
@@ -392,7 +395,7 @@ class Folder(Dataset):
     def images(self, domain: str, split: str, workers: int):
         files = dataclasses.replace(self.listing(domain), size=self.image_size)
         images, kept = decode_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
-        return torch.from_numpy(np.array(images)), labels_tensor(kept), kept.skipped
+        return torch.from_numpy(images), labels_tensor(kept), kept.skipped  # the memory map itself
 
     def files(self, domain: str, workers: int) -> DomainFiles:
         files = dataclasses.replace(self.listing(domain), size=self.image_size)
