@@ -1,8 +1,6 @@
 """One combined DANN update (one backward on the summed losses, G_f and G_d each run once on
-both batches) equals the homework's three backward calls: same gradients, same parameters
-after the step."""
-import copy
-
+both batches) equals the homework's three backward calls: the same gradients (to 1e-10 in
+float64), hence the same optimizer step."""
 import torch
 import torch.nn.functional as F
 
@@ -17,22 +15,14 @@ def dann_alexnet(alpha: float = 0.7):
     return build(config, num_classes=7).double()  # float64: the comparison tests the math, not rounding
 
 
-def three_backward_grads(model, x_s, y_s, x_t, alpha):
-    """The homework code's formulation: three losses, three backward calls, gradients accumulate."""
-    model.zero_grad()
+def three_backward_calls(model, x_s, y_s, x_t, alpha):
+    """The homework code's formulation: three losses, three backward calls; the gradients
+    accumulate in .grad."""
     F.cross_entropy(model.classifier(model.features(x_s)), y_s).backward()
     d_s = model.adversary.discriminator(grad_reverse(model.features(x_s), alpha))
     F.cross_entropy(d_s, torch.zeros(len(x_s), dtype=torch.long)).backward()
     d_t = model.adversary.discriminator(grad_reverse(model.features(x_t), alpha))
     F.cross_entropy(d_t, torch.ones(len(x_t), dtype=torch.long)).backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters()}
-
-
-def combined_grads(model, x_s, y_s, x_t):
-    model.zero_grad()
-    loss, _ = model.step((x_s, y_s), x_t, progress=0.3)  # constant alpha: progress does not matter
-    loss.backward()
-    return {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 def test_combined_update_equals_three_backward_calls():
@@ -42,31 +32,16 @@ def test_combined_update_equals_three_backward_calls():
     # 64x64 inputs keep it fast; the adaptive avgpool still gives fc6 its 9216 features
     x_s, x_t = torch.randn(3, 3, 64, 64).double(), torch.randn(3, 3, 64, 64).double()
     y_s = torch.tensor([0, 3, 6])
-    reference = three_backward_grads(model, x_s, y_s, x_t, 0.7)
-    combined = combined_grads(model, x_s, y_s, x_t)
-    assert reference.keys() == combined.keys()
-    for name in reference:
-        assert torch.allclose(combined[name], reference[name], atol=1e-6, rtol=0), name
-    # every branch received gradient, G_f from both losses
-    assert all(g.abs().sum() > 0 for g in combined.values())
-
-    # and the optimizer step from either gradient lands on the same weights
-    # (one float64 AlexNet at a time beside the model: the check's memory, 8 GB before, halves)
     model.zero_grad(set_to_none=True)
-    after = None
-    for grads in (reference, combined):
-        clone = copy.deepcopy(model)
-        optimizer = torch.optim.SGD(clone.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-5)
-        for name, p in clone.named_parameters():
-            p.grad = grads.pop(name)  # each gradient is needed once more, here
-        optimizer.step()
-        del optimizer
-        if after is None:
-            after = clone.state_dict()
-        else:
-            for name, value in clone.state_dict().items():
-                assert torch.allclose(after[name], value, atol=1e-9, rtol=0), name
-        del clone
+    three_backward_calls(model, x_s, y_s, x_t, 0.7)
+    assert all(p.grad.abs().sum() > 0 for p in model.parameters())  # every branch received gradient
+    # The combined loss's backward, its sign flipped, leaves in .grad the three calls' gradient
+    # minus its own: one float64 gradient beside the weights, no copies (the check held 5 GB before).
+    loss, _ = model.step((x_s, y_s), x_t, progress=0.3)  # constant alpha: progress does not matter
+    (-loss).backward()
+    # float64 rounding leaves 1e-16 here; an alpha 1% off in the three calls leaves 6e-6
+    for name, p in model.named_parameters():
+        assert p.grad.abs().max() <= 1e-10, name
 
 
 def test_gradient_reversal_flips_the_feature_gradient_of_the_domain_loss():
