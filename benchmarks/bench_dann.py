@@ -267,7 +267,8 @@ def concurrent_case(args, cache_dir: Path, out: Path, k: int) -> dict:
         commands.append([sys.executable, str(ROOT / "train_dann.py"), "--data_root", str(args.data_root),
                          "--cache_dir", str(cache_dir), "--source", args.source, "--target", args.target,
                          "--pretrained", "none", "--epochs", str(args.concurrent_epochs), "--no-tsne",
-                         "--batch_size", str(args.batch_size), "--seed", str(i), "--output_dir", str(folder)])
+                         "--batch_size", str(args.batch_size), "--seed", str(i), "--output_dir", str(folder),
+                         "--backbone", args.concurrent_backbone])
     start = time.perf_counter()
     processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
     errors = [p.communicate()[1] for p in processes]
@@ -276,7 +277,8 @@ def concurrent_case(args, cache_dir: Path, out: Path, k: int) -> dict:
         raise SystemExit(f"a concurrent run failed: {next(e for p, e in zip(processes, errors) if p.returncode)[-2000:]}")
     results = [json.loads((f / "results.json").read_text()) for f in folders]
     images = sum(2 * r["per_process_batch"] * r["steps"] for r in results)
-    return {"k": k, "epochs": args.concurrent_epochs, "wall_s": wall, "images": images,
+    return {"k": k, "backbone": args.concurrent_backbone, "epochs": args.concurrent_epochs, "wall_s": wall,
+            "images": images,
             "images_per_s": images / wall, "train_s": [r["train_seconds"] for r in results]}
 
 
@@ -310,7 +312,8 @@ def table(report: dict) -> str:
              f"| as fit runs it: no host sync, non-finite loss skipped on the device | {floor['steps_per_s']:,.1f} |",
              f"| with the former per-step host sync | {floor['steps_per_s_host_sync']:,.1f} |"]
     if report["concurrent"]:
-        rows += ["", f"| concurrent {report['concurrent'][0]['epochs']}-epoch runs on one device | wall s "
+        first = report["concurrent"][0]
+        rows += ["", f"| concurrent {first['epochs']}-epoch {first['backbone']} runs on one device | wall s "
                      f"| aggregate images/s |", "|---|---|---|"]
         rows += [f"| K = {c['k']} | {c['wall_s']:.1f} | {c['images_per_s']:,.0f} |" for c in report["concurrent"]]
     rows += ["", "| measure | value | target | met |", "|---|---|---|---|"]
@@ -385,6 +388,8 @@ def get_args_parser() -> argparse.ArgumentParser:
                         help="time a whole train_dann.py run (and one with --compile on CUDA)")
     parser.add_argument("--concurrent", default="1,2,4", help="K values: K train_dann.py runs at once ('': skip)")
     parser.add_argument("--concurrent_epochs", type=int, default=5, help="epochs of each concurrent run")
+    parser.add_argument("--concurrent_backbone", default="alexnet",
+                        help="backbone of the concurrent runs (--tiny: resnet18; two AlexNets at once hold 4 GB)")
     parser.add_argument("--homework", action="store_true",
                         help="also time `sweep.py homework` at full scale (about 20 minutes on an H100)")
     return parser
@@ -400,6 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.batch_size, args.large_batch, args.epochs, args.warmup_epochs = 2, 0, 1, 0
         args.floor_steps, args.floor_warmup, args.full_epochs, args.loader_workers = 1, 0, 1, 2
         args.decode_workers, args.concurrent, args.concurrent_epochs = min(args.decode_workers, 2), "1,2", 1
+        args.concurrent_backbone = "resnet18"  # the K-runs path on a CPU in little memory: not a speed claim
     data_root = Path(args.data_root)
     cache_dir = out / "decode_cache"
     shutil.rmtree(cache_dir, ignore_errors=True)  # empty: the decode below is a first decode

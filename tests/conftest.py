@@ -13,6 +13,8 @@ import pytest
 import torch
 from PIL import Image
 
+from dann.cli import return_freed_memory
+
 ROOT = Path(__file__).resolve().parents[1]
 # The real PACS: ../shared/data/PACS beside the checkout, or $PACS_ROOT.
 REAL_PACS = Path(os.environ.get("PACS_ROOT", ROOT.parent / "shared" / "data" / "PACS"))
@@ -51,6 +53,10 @@ def tiny_pacs(tmp_path) -> Path:
 def pacs_cache(tmp_path_factory) -> Path:
     """One decode cache for every test that trains on the real PACS."""
     return tmp_path_factory.mktemp("decode_cache")
+
+
+def pytest_configure(config):
+    return_freed_memory()  # the in-process runs allocate as the training scripts do
 
 
 @pytest.fixture(autouse=True)

@@ -240,6 +240,7 @@ def test_benchmark_tiny_mode_prints_its_table(tmp_path):
     assert set(report["cases"]) == {"a", "b", "c", "floor"}
     assert report["cases"]["floor"]["steps_per_s_host_sync"] > 0
     assert [c["k"] for c in report["concurrent"]] == [1, 2] and report["concurrent"][1]["images"] > 0
+    assert report["concurrent"][0]["backbone"] == "resnet18"  # two AlexNets at once: 4 GB of a CPU machine
     assert all(c["images_per_s"] > 0 and c["s_per_epoch"] > 0 and c["peak_memory"] > 0
                for c in report["cases"].values())
     assert report["decode"]["images"] == 8 and report["full_runs"][0]["data_path"] == "tensor"

@@ -232,11 +232,13 @@ def test_the_comparison_table_on_slurm(slurm, tmp_path):
 
 @pytest.mark.slow
 def test_the_tiny_homework_on_slurm(slurm, tmp_path):
-    """`sweep.py homework --scale tiny`: the grids as one job array, then the finals as another."""
+    """`sweep.py homework --scale tiny`: the grids as one job array, then the finals as another.
+    LeNet for AlexNet: two jobs at once on the 2 CPUs, where two AlexNet trainings would hold
+    4 GB (the local homework test keeps AlexNet, one run at a time)."""
     data = write_tiny_pacs(tmp_path / "PACS", domains=("photo", "art_painting", "cartoon", "sketch"))
     command = [sys.executable, str(ROOT / "sweep.py"), "homework", "--out", "hw", "--scale", "tiny", "--final_seeds",
                "0", "--wandb", "off", "--launcher", "slurm", "--slurm_cpus_per_job", "1", "--slurm_gpus_per_job", "0",
-               "--slurm_poll", "0.5", "--", f"--data_root={data}", f"--cache_dir={tmp_path / 'cache'}"]
+               "--slurm_poll", "0.5", "--", f"--data_root={data}", "--backbone=lenet", f"--cache_dir={tmp_path / 'cache'}"]
     done = subprocess.run(command, cwd=tmp_path, env=clean_env(tmp_path, **slurm.env, OMP_NUM_THREADS="1"),
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

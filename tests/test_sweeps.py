@@ -312,6 +312,17 @@ def test_the_training_library_never_imports_the_experiment_tier():
         assert not [n for n in names if n.startswith("dann.") and n.split(".")[1] in TIER], path
 
 
+def test_the_runner_counts_gpus_without_holding_torch():
+    """The sweep runner lives as long as the sweep, beside every run it starts: torch (0.3 GB)
+    is imported by a child that counts the GPUs and exits."""
+    probe = "import sys, sweep; gpus = sweep.visible_gpus(); print(len(gpus), 'torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    import torch
+
+    assert done.stdout.split() == [str(torch.cuda.device_count()), "False"], done.stderr[-2000:]
+
+
 def test_grid_from_a_methods_declared_sweep_values(tmp_path):
     """`sweep.py grid`: the method's own sweep values (dann/hparams.py), other flags' values
     from --also, the fixed flags after --; every point parses as a command line."""
