@@ -124,7 +124,8 @@ class TensorDomain:
     """A whole domain held in memory on `device`; batches are index lookups.
 
     `inputs` may be uint8 images (with `transform`) or any float features (transform None:
-    the synthetic tests use 2-D points).
+    the synthetic tests use 2-D points). A subset shares its parent's `inputs` and keeps the
+    rows it holds in `rows`: the source's training split is not a second copy of its images.
     """
 
     def __init__(self, name: str, inputs: torch.Tensor, labels: torch.Tensor, *, batch_size: int,
@@ -134,6 +135,7 @@ class TensorDomain:
         self.batch_size, self.seed, self.rank, self.world = batch_size, seed, rank, world
         self.transform, self.augment, self.eval_limit = transform, augment, eval_limit
         self.device = inputs.device
+        self.rows: torch.Tensor | None = None  # a subset's rows of `inputs` (None: all of them)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -154,7 +156,7 @@ class TensorDomain:
         batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world, self.name)
         for i in range(start, len(batches)):
             index = batches[i].to(self.device, non_blocking=True)
-            yield self._prepare(self.inputs[index], True, aug_key(self.seed, epoch, i, self.rank)), \
+            yield self._prepare(self._stored(index), True, aug_key(self.seed, epoch, i, self.rank)), \
                 self.labels[index]
 
     def _eval_index_batches(self) -> list[torch.Tensor]:
@@ -169,16 +171,21 @@ class TensorDomain:
         """This process's shard of the domain, each example once, centre crops."""
         for index in self._eval_index_batches():
             index = index.to(self.device)
-            yield self._prepare(self.inputs[index], False, 0), self.labels[index]
+            yield self._prepare(self._stored(index), False, 0), self.labels[index]
 
     def eval_inputs(self, index: torch.Tensor) -> torch.Tensor:
         """Model inputs (centre crops) of the examples `index`, e.g. a sample for t-SNE."""
-        return self._prepare(self.inputs[index.to(self.device)], False, 0)
+        return self._prepare(self._stored(index.to(self.device)), False, 0)
+
+    def _stored(self, index: torch.Tensor) -> torch.Tensor:
+        """The stored inputs of examples `index` (this domain's numbering)."""
+        return self.inputs[index if self.rows is None else self.rows[index]]
 
     def subset(self, index: torch.Tensor, name: str = "") -> TensorDomain:
         """The examples `index` as a domain of their own (same transform, batches and seed)."""
-        part = copy.copy(self)
-        part.inputs, part.labels = self.inputs[index.to(self.device)], self.labels[index.to(self.device)]
+        part, index = copy.copy(self), index.to(self.device)
+        part.rows = index if self.rows is None else self.rows[index]
+        part.labels = self.labels[index]
         part.name = name or self.name
         return part
 

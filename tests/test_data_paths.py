@@ -246,6 +246,18 @@ def test_benchmark_tiny_mode_prints_its_table(tmp_path):
     assert report["decode"]["images"] == 8 and report["full_runs"][0]["data_path"] == "tensor"
 
 
+def test_a_subset_reads_its_parents_images_without_a_copy():
+    images = torch.arange(10).view(10, 1).float() * torch.ones(10, 3)
+    domain = TensorDomain("photo", images, torch.arange(10), batch_size=2, seed=0)
+    part = domain.subset(torch.tensor([7, 2, 5, 9]))
+    inner = part.subset(torch.tensor([3, 0]))  # a subset of a subset: rows 9 and 7
+    assert part.inputs is images and inner.inputs is images  # the source's training split: no second copy
+    assert [y.tolist() for _, y in inner.eval_batches()] == [[9, 7]]
+    assert torch.equal(inner.eval_inputs(torch.tensor([1, 0])), images[[7, 9]])
+    assert all(torch.equal(x[:, 0], y.float()) for x, y in part.train_batches(0))  # images and labels still pair up
+    assert sorted(torch.cat([y for _, y in part.train_batches(1)]).tolist()) == [2, 5, 7, 9]
+
+
 def test_two_domains_of_one_size_are_shuffled_in_different_orders():
     """With files listed class by class, equal orders would pair every source batch with a
     target batch of the same classes: target labels leaking into the adaptation."""

@@ -215,11 +215,12 @@ def test_the_time_limit_signal_requeues_and_resumes_and_a_user_error_is_not_requ
 
 @pytest.mark.slow
 def test_the_comparison_table_on_slurm(slurm, tmp_path):
-    """`sweep.py table` with the real scripts (AlexNet, one step): each cell a job, then the table."""
+    """`sweep.py table` with the real scripts (AlexNet, one step): each cell a job, then the table.
+    Each job takes both CPUs: one AlexNet training at a time (two at once hold 4 GB)."""
     data = write_tiny_pacs(tmp_path / "PACS")
     command = [sys.executable, str(ROOT / "sweep.py"), "table", "--dataset", "pacs", "--pairs", "photo:art_painting",
                "--methods", "baseline,dann", "--backbones", "alexnet", "--seeds", "0", "--out", "hw2", "--wandb", "off",
-               "--launcher", "slurm", "--slurm_cpus_per_job", "1", "--slurm_gpus_per_job", "0", "--slurm_poll", "0.5",
+               "--launcher", "slurm", "--slurm_cpus_per_job", "2", "--slurm_gpus_per_job", "0", "--slurm_poll", "0.5",
                "--", "--cpu", "--pretrained=none", "--max_steps=1", "--batch_size=2", "--num_workers=0", "--no-tsne",
                f"--data_root={data}", f"--cache_dir={tmp_path / 'cache'}"]
     done = subprocess.run(command, cwd=tmp_path, env=clean_env(tmp_path, **slurm.env, OMP_NUM_THREADS="1"),
