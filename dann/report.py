@@ -24,7 +24,7 @@ EXPERIMENTS = {  # the homework's names -> what the row means
 }
 COLUMNS = ["experiment", "description", "method", "source -> target", "target accuracy (%)", "seeds", "source",
            "chosen by"]
-CHOSEN_BY = {"3A": "oracle", "3B": "oracle", "4B": "xdomain", "4D": "xdomain"}  # the seed's rules
+CHOSEN_BY = {"3A": "oracle", "3B": "oracle", "4B": "xdomain", "4D": "xdomain"}  # the homework's rules
 # Rows: the mean over seeds, ± the sample standard deviation (no ± for a single seed).
 
 
@@ -72,7 +72,7 @@ def load_row(source: str) -> dict:
 
 def build_table(sources: dict[str, str], chosen_by: dict[str, str] | None = None) -> list[list]:
     """Rows in COLUMNS order, one per NAME=SOURCE, in the order given; `chosen_by`: the rule
-    that chose each row's configuration (default: the seed's, for its experiment names)."""
+    that chose each row's configuration (default: the homework's, for its experiment names)."""
     from dann.model_selection import criterion  # the rules' labels
 
     chosen_by = {**{k: criterion(v).label for k, v in CHOSEN_BY.items()}, **(chosen_by or {})}
