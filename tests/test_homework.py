@@ -25,7 +25,7 @@ def test_tiny_homework_stops_with_its_runs_restarts_and_reports(tmp_path):
     out = tmp_path / "homework"
     # Two runs at a time, so that the SIGTERM stops runs in flight side by side, as on a GPU. They
     # train LeNet: the stages, the restart and the report are the point, and two AlexNet trainings
-    # at once hold 4 GB (the tiny homework with AlexNet runs in benchmarks/bench_dann.py's test).
+    # at once hold 4 GB (AlexNet through train_dann.py: tests/test_train.py, on the real PACS).
     command = [sys.executable, str(ROOT / "sweep.py"), "homework", "--out", str(out), "--scale", "tiny",
                "--wandb", "off", "--selection", "snd", "--runs_per_gpu", "2", "--", f"--data_root={data}",
                "--backbone=lenet", f"--cache_dir={tmp_path / 'cache'}"]
