@@ -278,8 +278,7 @@ def concurrent_case(args, cache_dir: Path, out: Path, k: int) -> dict:
     results = [json.loads((f / "results.json").read_text()) for f in folders]
     images = sum(2 * r["per_process_batch"] * r["steps"] for r in results)
     return {"k": k, "backbone": args.concurrent_backbone, "epochs": args.concurrent_epochs, "wall_s": wall,
-            "images": images,
-            "images_per_s": images / wall, "train_s": [r["train_seconds"] for r in results]}
+            "images": images, "images_per_s": images / wall, "train_s": [r["train_seconds"] for r in results]}
 
 
 def homework_case(out: Path, data_root: Path, cache_dir: Path) -> dict:

@@ -27,17 +27,27 @@ def exit_with_parent() -> None:
         die_with_parent()
 
 
+def glibc() -> ctypes.CDLL | None:
+    """glibc, for its allocator's settings (mallopt, malloc_trim); None elsewhere (musl, macOS)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # AttributeError where they are missing (musl has no malloc_trim)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
 def return_freed_memory() -> None:
     """Blocks of 8 MB and up (a batch of PACS images, AlexNet's activations) each in a mapping
     of its own, handed back to the system when freed (glibc; elsewhere a no-op). glibc's
     default raises that threshold to the largest block freed so far and then keeps freed
     batches in a heap that small live objects pin: a CPU run on the real PACS peaked at 3.3 GB
     instead of 2.5. Smaller blocks stay in the heap (at 1 MB, the digits first look ran 45% slower)."""
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").mallopt(-3, 8 << 20)  # -3 = M_MMAP_THRESHOLD
-        except (OSError, AttributeError):  # not glibc (musl): its own allocator
-            pass
+    libc = glibc()
+    if libc is not None:
+        libc.mallopt(-3, 8 << 20)  # -3 = M_MMAP_THRESHOLD
 
 
 def script_main(script: str) -> int:

@@ -2,10 +2,8 @@
 reason, where it is absent: a fresh clone passes), and a tiny generated PACS-like folder."""
 from __future__ import annotations
 
-import ctypes
 import gc
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from dann.cli import return_freed_memory
+from dann.cli import glibc, return_freed_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real PACS: ../shared/data/PACS beside the checkout, or $PACS_ROOT.
@@ -76,11 +74,9 @@ def give_memory_back():
     if me.memory_info().rss - _trimmed_at["rss"] < GROWTH_TO_TRIM:
         return
     gc.collect()
-    if sys.platform.startswith("linux"):
-        try:
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
-        except (OSError, AttributeError):  # not glibc (musl): nothing to trim
-            pass
+    libc = glibc()
+    if libc is not None:  # elsewhere: nothing to trim
+        libc.malloc_trim(0)
     _trimmed_at["rss"] = me.memory_info().rss
 
 

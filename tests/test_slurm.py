@@ -235,7 +235,7 @@ def test_the_comparison_table_on_slurm(slurm, tmp_path):
 def test_the_tiny_homework_on_slurm(slurm, tmp_path):
     """`sweep.py homework --scale tiny`: the grids as one job array, then the finals as another.
     LeNet for AlexNet: two jobs at once on the 2 CPUs, where two AlexNet trainings would hold
-    4 GB (the local homework test keeps AlexNet, one run at a time)."""
+    4 GB (the local homework test trains LeNet too, two runs at a time)."""
     data = write_tiny_pacs(tmp_path / "PACS", domains=("photo", "art_painting", "cartoon", "sketch"))
     command = [sys.executable, str(ROOT / "sweep.py"), "homework", "--out", "hw", "--scale", "tiny", "--final_seeds",
                "0", "--wandb", "off", "--launcher", "slurm", "--slurm_cpus_per_job", "1", "--slurm_gpus_per_job", "0",
