@@ -27,10 +27,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dann import plugins, report, sweeps
+from dann import plugins
+from dann.experiments import grids, homework_report
 from dann.config import HelpFormatter, OneLineParser
 from dann.errors import UserError
-from dann.runner import Runner, slots_for
+from dann.experiments.local import Runner, slots_for
 
 GPU_RUNS = 4  # --runs_per_gpu default with GPUs: an estimate until benchmarks/bench_dann.py measures it
 SELECTION_HELP = ("oracle (target accuracy), xdomain (cross-domain mean), or a rule run without target labels: "
@@ -78,7 +79,7 @@ def add_slurm_flags(parser: argparse.ArgumentParser, jobs: bool) -> None:
 
 def slurm_settings(args):
     """The --slurm_* flags, checked (multinode has no per-job GPU, array or poll flags)."""
-    from dann.slurm import SlurmSettings, check_mem, parse_time, sbatch_options
+    from dann.experiments.slurm import SlurmSettings, check_mem, parse_time, sbatch_options
 
     settings = SlurmSettings(partition=args.slurm_partition, time_min=parse_time(args.slurm_time),
                              cpus_per_job=args.slurm_cpus_per_job, mem=check_mem(args.slurm_mem),
@@ -109,7 +110,7 @@ def make_runner(args, out: str):
     if args.launcher == "local":
         return Runner(slots_for(*runner_settings(args)), args.wandb)
     if args.launcher == "slurm":
-        from dann.slurm import SlurmRunner
+        from dann.experiments.slurm import SlurmRunner
 
         return SlurmRunner(Path(out) / "slurm", slurm_settings(args), args.wandb, name=f"dann-{Path(out).name}")
     raise UserError(f"--launcher {args.launcher!r}: choose local or slurm")
@@ -210,13 +211,13 @@ def main(argv: list[str]) -> int:
     split = argv.index("--") if "--" in argv else len(argv)
     args, extra = get_args_parser().parse_args(argv[:split]), argv[split + 1:]
     if args.command == "homework":
-        from dann.homework import run_homework
+        from dann.experiments.homework import run_homework
 
         seeds = args.final_seeds or ("0,1" if args.scale == "tiny" else "0,1,2,3,4")
         run_homework(args.out, runner=make_runner(args, args.out), final_seeds=seeds, scale=args.scale,
                      wandb_mode=args.wandb, extra=extra, selection=[n for n in args.selection.split(",") if n])
     elif args.command == "table":
-        from dann.compare import load_recipes, rows_from_methods, run_table
+        from dann.experiments.tables import load_recipes, rows_from_methods, run_table
 
         spec = load_recipes(args.recipes) if args.recipes else {}
         if args.methods or not spec:
@@ -233,7 +234,7 @@ def main(argv: list[str]) -> int:
                   runner=make_runner(args, args.out), wandb_mode=args.wandb, common=spec.get("common"), extra=extra,
                   selection=args.selection)
     elif args.command == "run":
-        rows = sweeps.run_sweep(args.sweep, args.out, extra, args.command_style, make_runner(args, args.out),
+        rows = grids.run_sweep(args.sweep, args.out, extra, args.command_style, make_runner(args, args.out),
                                 args.wandb, args.max_runs)
         count = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "pending")}
         print(f"{count['finished']} of {len(rows)} runs finished, {count['failed']} failed, "
@@ -251,34 +252,34 @@ def main(argv: list[str]) -> int:
         for item in extra:
             flag, _, value = item.removeprefix("--").partition("=")
             fixed[flag] = number_or_text(value) if value else True
-        config = sweeps.sweep_from_hparams(args.method, [v for v in args.vary.split(",") if v], fixed, also)
-        for params in sweeps.grid(config):  # every point a command line the method accepts
+        config = grids.sweep_from_hparams(args.method, [v for v in args.vary.split(",") if v], fixed, also)
+        for params in grids.grid(config):  # every point a command line the method accepts
             from dann.config import parse_config
 
-            parse_config("baseline" if config["program"] == "train_baseline.py" else "dann", sweeps.flag_args(params))
+            parse_config("baseline" if config["program"] == "train_baseline.py" else "dann", grids.flag_args(params))
         Path(args.out).write_text(yaml.safe_dump(config, sort_keys=False))
-        print(f"{len(sweeps.grid(config))} points -> {args.out}")
+        print(f"{len(grids.grid(config))} points -> {args.out}")
     elif args.command == "multinode":
         write_multinode(args, extra)
     elif args.command == "best":
-        config, rows = sweeps.collect(args.sweep)
+        config, rows = grids.collect(args.sweep)
         by = ""
         if args.selection:
-            from dann.model_selection import criterion, rescored
+            from dann.experiments.choosing import criterion, rescored
 
             config, rows = rescored(config, rows, args.selection)
             by = f" by {criterion(args.selection).label}"
-        chosen = sweeps.best_run(config, rows)
+        chosen = grids.best_run(config, rows)
         print(f"best of {sum(r['metric'] is not None for r in rows)} finished runs{by}: "
               f"{config['metric']['name']}={chosen['metric']:.4f} ({chosen['key']})")
         for k, v in chosen["params"].items():
             print(f"  {k}: {v}")
         if chosen.get("extra"):
             print(f"  (and, after --: {shlex.join(chosen['extra'])})")
-        command = sweeps.final_command(config, chosen, args.target, args.seeds, args.name)
+        command = grids.final_command(config, chosen, args.target, args.seeds, args.name)
         print("final run:\n  " + shlex.join(command))
     elif args.command == "selection":
-        from dann.model_selection import analyse
+        from dann.experiments.choosing import analyse
 
         if not args.out and len(args.folders) > 1:
             raise UserError("sweep.py selection with several RUN_FOLDERs needs --out: where the table goes")
@@ -286,19 +287,19 @@ def main(argv: list[str]) -> int:
         print(analyse(args.folders, out, args.wandb_project, args.wandb_entity) + f"-> {out}/selection.md", end="\n")
     else:
         sources = dict(row.split("=", 1) if "=" in row else (row, row) for row in args.rows)
-        table = report.build_table(sources)
-        markdown = report.to_markdown(table)
+        table = homework_report.build_table(sources)
+        markdown = homework_report.to_markdown(table)
         print(markdown, end="")
         if args.out:
             with open(args.out, "w") as f:
                 f.write(markdown)
         if args.wandb_project:
-            print(f"W&B table: {report.log_wandb_table(table, args.wandb_project, args.wandb_entity)}")
+            print(f"W&B table: {homework_report.log_wandb_table(table, args.wandb_project, args.wandb_entity)}")
     return 0
 
 
 def write_multinode(args, train: list[str]) -> None:
-    from dann.multinode import multinode_script
+    from dann.experiments.multinode import multinode_script
 
     if not train or not Path(train[0]).is_file():
         raise UserError("give the training program and its flags after --, e.g. -- train_dann.py --epochs 30")

@@ -1,9 +1,10 @@
-"""Unsupervised domain adaptation (DANN, CDAN, DSN) under one training loop, on Hugging Face Accelerate.
+"""Unsupervised domain adaptation (DANN and the methods compared with it) under one training
+loop, on Hugging Face Accelerate.
 
 Plug-ins (registered in plugins.py): methods/ (what a step computes), backbones/ (G_f and G_y),
 discriminators (G_d and gradient reversal), datasets/ (domains, classes, images). The rest:
 config (flags), data (batches on the device), train (the loop), run (one run from flags),
-checkpoint (save, resume, signals), tracking (W&B, figures), sweeps, runner, report,
-homework and compare (experiments and tables), slurm and multinode (the experiments on a
-Slurm cluster), downloads and errors (what the user sees).
+checkpoint (save, resume, signals), selection (scores without target labels), tracking (W&B,
+figures), downloads and errors (what the user sees). experiments/ is the tier above: grids,
+runners, tables, reports; the library never imports it.
 """

@@ -4,7 +4,7 @@ with the direction that is better). A run scores its model at the end (`end_of_r
 rules that train nothing also at each evaluation, `during_training`) from its outputs on the
 held-out labeled source validation split (--source_val) and on the unlabeled target
 (`Evidence`), and records select/<name>. How far each rule lands from the oracle on a grid is
-the experiment tier's question (dann/model_selection.py).
+the experiment tier's question (dann/experiments/choosing.py).
 """
 from __future__ import annotations
 

@@ -222,7 +222,7 @@ def test_results_of_every_method_carry_the_selection_scores(method, pacs16, tmp_
 def written_grid(folder, scores: dict[float, dict], target="art_painting", extra=(), seeds=(0, 1)):
     """A finished local sweep over alpha, as `sweep.py run` leaves it, from hand-written
     results.json files: scores[alpha] = {'target_acc': [per seed], 'snd': [per seed], ...}."""
-    from dann import sweeps
+    from dann.experiments import grids
     from dann.tracking import summarize
 
     config = {"program": "train_dann.py", "method": "grid", "metric": {"name": "target_acc", "goal": "maximize"},
@@ -236,7 +236,7 @@ def written_grid(folder, scores: dict[float, dict], target="art_painting", extra
         runs = [{"target": target, "seed": s, "target_acc": values["target_acc"][i], "best_target_acc": 0.0,
                  "source_acc": 0.9, **{f"select/{k}": v[i] for k, v in values.items() if k != "target_acc"}}
                 for i, s in enumerate(seeds)]
-        run_dir = folder / "runs" / sweeps.run_key(params, list(extra))
+        run_dir = folder / "runs" / grids.run_key(params, list(extra))
         run_dir.mkdir(parents=True)
         (run_dir / "results.json").write_text(json.dumps(
             {"method": "dann", "config": {"source": "photo", "target": target, "alpha": alpha}, **summarize(runs),
@@ -371,7 +371,7 @@ def test_selection_on_a_tiny_trained_grid_writes_its_table_and_figures(tmp_path)
 
 
 def test_a_table_row_with_a_grid_is_chosen_per_cell_by_the_rule(tmp_path):
-    from dann.compare import Row, cell_jobs, choose_points, table
+    from dann.experiments.tables import Row, cell_jobs, choose_points, table
 
     row = Row("DANN", "dann", {"alpha": [0.1, 1.0], "lr": 0.01})
     assert row.grid == ["alpha"] and row.points() == [{"alpha": 0.1, "lr": 0.01}, {"alpha": 1.0, "lr": 0.01}]
@@ -397,9 +397,9 @@ def test_a_table_row_with_a_grid_is_chosen_per_cell_by_the_rule(tmp_path):
 
 
 def test_a_table_grid_without_a_rule_is_refused_before_anything_runs(tmp_path):
-    from dann.compare import Row, run_table
+    from dann.experiments.tables import Row, run_table
     from dann.errors import UserError
-    from dann.runner import Runner
+    from dann.experiments.local import Runner
 
     rows = [Row("DANN", "dann", {"alpha": [0.1, 1.0]})]
     kwargs = dict(dataset="digits_shipped", pairs=[("mnist", "mnist_m")], rows=rows, backbones=["lenet"], seeds="0",
@@ -412,12 +412,12 @@ def test_a_table_grid_without_a_rule_is_refused_before_anything_runs(tmp_path):
 
 
 def test_the_report_names_the_rule_that_chose_each_row(tmp_path):
-    from dann import report
+    from dann.experiments import homework_report
 
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "results.json").write_text(json.dumps(
         {"method": "dann", "config": {"source": "photo", "target": "art_painting"}, "target_acc": 0.5}))
-    table = report.build_table({"3B": str(tmp_path / "a"), "3B-snd": str(tmp_path / "a"), "mine": str(tmp_path / "a")},
+    table = homework_report.build_table({"3B": str(tmp_path / "a"), "3B-snd": str(tmp_path / "a"), "mine": str(tmp_path / "a")},
                                {"3B-snd": "snd (higher is better)"})
     assert [row[-1] for row in table] == ["oracle (target accuracy: reads the target labels)",
                                           "snd (higher is better)", ""]

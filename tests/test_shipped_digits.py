@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 from train_helpers import clean_env
 
-from dann import compare
+from dann.experiments import tables
 from dann.datasets import shipped
 
 # docs/RESULTS.md, mnist -> mnist_m, 5 seeds: paired gain over source-only, mean - 2 std (fractions)
@@ -80,13 +80,13 @@ def test_the_tables_recipes_adapt_on_mnist_to_mnist_m_by_its_robust_gain(tmp_pat
     over the table's 5 seeds the paired gain over source-only, mean - 2 std, is ROBUST_GAIN.
     The table's own runs (its scripts and flags), two at a time with a thread each, as
     `sweep.py table --runs_per_gpu 2` runs them on a 2-core CPU."""
-    spec = compare.load_recipes(ROOT / "sweeps" / "tables" / "digits.yaml")
+    spec = tables.load_recipes(ROOT / "sweeps" / "tables" / "digits.yaml")
     rows = {row.name: row for row in spec["rows"]}
 
     def table_run(name: str) -> list[float]:
-        row, out = rows[name], tmp_path / compare.slug(name)
+        row, out = rows[name], tmp_path / tables.slug(name)
         (point,) = row.points()
-        flags = compare.run_flags(spec["dataset"], ("mnist", "mnist_m"), "lenet_bn", row, point, "0,1",
+        flags = tables.run_flags(spec["dataset"], ("mnist", "mnist_m"), "lenet_bn", row, point, "0,1",
                                   spec["common"], [])
         command = [sys.executable, str(ROOT / f"train_{row.script}.py"), *flags, "--cpu", "--report_to=none",
                    f"--cache_dir={tmp_path / 'cache'}", f"--output_dir={out}"]

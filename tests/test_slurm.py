@@ -325,14 +325,14 @@ def test_mistakes_in_the_flags_are_one_line(argv, message, tmp_path, monkeypatch
 
 
 def test_slurm_times_in_sbatch_formats():
-    from dann.slurm import parse_time
+    from dann.experiments.slurm import parse_time
 
     assert [parse_time(t) for t in ("240", "4:00:00", "30:30", "1-00:00:00", "2-12", "0-1:30")] == \
            [240, 240, 31, 1440, 3600, 90]
 
 
 def test_a_job_with_several_gpus_launches_a_process_per_gpu():
-    from dann.slurm import with_processes
+    from dann.experiments.slurm import with_processes
 
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "train_dann.py", "--lr=0.01"]
     assert with_processes(launch, 1) == launch

@@ -12,7 +12,7 @@ import io
 import json
 from pathlib import Path
 
-from dann import sweeps
+from dann.experiments import grids
 from dann.errors import UserError
 
 EXPERIMENTS = {  # the homework's names -> what the row means
@@ -53,13 +53,13 @@ def load_row(source: str) -> dict:
     if source.startswith("wandb:"):
         path = source.removeprefix("wandb:")
         if "/sweeps/" in path:
-            config, rows = sweeps.collect_wandb(path)
-            return load_row(sweeps.best_run(config, rows)["results"])
+            config, rows = grids.collect_wandb(path)
+            return load_row(grids.best_run(config, rows)["results"])
         return _from_results(_wandb_run_results(path.replace("/runs/", "/")), source)
     path = Path(source)
     if path.is_dir() and (path / "sweep.yaml").is_file():
-        config, rows = sweeps.collect_local(path)
-        return {**load_row(sweeps.best_run(config, rows)["results"]), "origin": f"{source} (best run)"}
+        config, rows = grids.collect_local(path)
+        return {**load_row(grids.best_run(config, rows)["results"]), "origin": f"{source} (best run)"}
     if path.is_dir():
         path = path / "results.json"
     if not path.is_file():
@@ -73,7 +73,7 @@ def load_row(source: str) -> dict:
 def build_table(sources: dict[str, str], chosen_by: dict[str, str] | None = None) -> list[list]:
     """Rows in COLUMNS order, one per NAME=SOURCE, in the order given; `chosen_by`: the rule
     that chose each row's configuration (default: the homework's, for its experiment names)."""
-    from dann.model_selection import criterion  # the rules' labels
+    from dann.experiments.choosing import criterion  # the rules' labels
 
     chosen_by = {**{k: criterion(v).label for k, v in CHOSEN_BY.items()}, **(chosen_by or {})}
     table = []

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from dann import report
-from dann.model_selection import criterion, rescored
-from dann.runner import Job
-from dann.sweeps import best_run, collect_local, final_command, load_sweep, sweep_jobs, write_table
+from dann.experiments import homework_report
+from dann.experiments.choosing import criterion, rescored
+from dann.experiments.local import Job
+from dann.experiments.grids import best_run, collect_local, final_command, load_sweep, sweep_jobs, write_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: sweeps/, train_dann.py
 SWEEPS = {"3A": "3A_baseline_photo_art.yaml", "3B": "3B_dann_photo_art.yaml",
           "4A": "4A_baseline_xdomain.yaml", "4C": "4C_dann_xdomain.yaml"}
 FINALS = {"3A": "3A", "3B": "3B", "4B": "4A", "4D": "4C"}  # experiment -> the sweep choosing its configuration
@@ -40,8 +40,8 @@ def with_paths(config: dict) -> dict:
 
 def run_homework(out: str | Path, *, runner, final_seeds: str, scale: str = "full", wandb_mode: str = "offline",
                  extra: list[str] = (), selection: list[str] = ()) -> list[list]:
-    """Every stage of the homework into `out`, each stage's runs with `runner` (dann.runner.Runner
-    or dann.slurm.SlurmRunner); returns the report table's rows. `selection`: rules that also
+    """Every stage of the homework into `out`, each stage's runs with `runner` (dann.experiments.local.Runner
+    or dann.experiments.slurm.SlurmRunner); returns the report table's rows. `selection`: rules that also
     choose the baseline's and DANN's configuration on the 3A and 3B grids (photo -> art_painting,
     reading no art_painting label): rows 3A-<rule>, 3B-<rule>."""
     out = Path(out)
@@ -91,10 +91,10 @@ def run_homework(out: str | Path, *, runner, final_seeds: str, scale: str = "ful
     runner.run(finals)
 
     # 3. The table.
-    table = report.build_table({name: str(folders[name]) for name, _, _ in [*rows, ("upper", "", "")]}, chosen_by)
-    (out / "report.md").write_text(report.to_markdown(table))
-    (out / "report.csv").write_text(report.to_csv(table))
+    table = homework_report.build_table({name: str(folders[name]) for name, _, _ in [*rows, ("upper", "", "")]}, chosen_by)
+    (out / "report.md").write_text(homework_report.to_markdown(table))
+    (out / "report.csv").write_text(homework_report.to_csv(table))
     if wandb_mode != "off":
-        report.log_wandb_table(table, "dann-pacs", name="homework-report", mode=wandb_mode)
-    print(report.to_markdown(table) + f"\n-> {out / 'report.md'}, {out / 'report.csv'}", flush=True)
+        homework_report.log_wandb_table(table, "dann-pacs", name="homework-report", mode=wandb_mode)
+    print(homework_report.to_markdown(table) + f"\n-> {out / 'report.md'}, {out / 'report.csv'}", flush=True)
     return table

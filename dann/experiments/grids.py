@@ -1,5 +1,5 @@
 """W&B sweep YAMLs without a W&B server: check a sweep config, expand its grid, run the grid
-(dann/runner.py: K runs at a time per GPU; dann/slurm.py: a Slurm job per run), and pick the
+(dann/experiments/local.py: K runs at a time per GPU; dann/experiments/slurm.py: a Slurm job per run), and pick the
 best configuration of a local sweep folder or of a W&B sweep, with the command for the final run.
 
 A local sweep folder holds sweep.yaml (the config it ran), extra_args.json (the flags given
@@ -20,7 +20,7 @@ from pathlib import Path
 import yaml
 
 from dann.errors import UserError
-from dann.runner import Job, Runner, read_metric, resolve_launcher, slots_for
+from dann.experiments.local import Job, Runner, read_metric, resolve_launcher, slots_for
 
 SWEEP_KEYS = {"program", "method", "metric", "parameters", "command", "name", "description",
               "project", "entity", "early_terminate", "run_cap", "job"}
@@ -133,8 +133,8 @@ def sweep_jobs(config: dict, out_dir: Path, extra: list[str], command_style: str
 
 def run_sweep(sweep_path: str | Path, out_dir: str | Path, extra: list[str] = (), command_style: str = "sweep",
               runner=None, wandb_mode: str = "offline", max_runs: int = 0) -> list[dict]:
-    """Run every unfinished grid point of the sweep with `runner` (dann.runner.Runner: K at a time
-    per GPU, by default one on the CPU; or dann.slurm.SlurmRunner: a Slurm job each) and write the
+    """Run every unfinished grid point of the sweep with `runner` (dann.experiments.local.Runner: K at a time
+    per GPU, by default one on the CPU; or dann.experiments.slurm.SlurmRunner: a Slurm job each) and write the
     table. A failed run is recorded with its error and the others go on. wandb_mode: 'online' |
     'offline' (WANDB_MODE for the runs) | 'off' (--report_to=none). max_runs > 0 starts at most
     that many runs (a partial sweep, resumed next time)."""

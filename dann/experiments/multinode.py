@@ -9,9 +9,9 @@ import shlex
 import sys
 from pathlib import Path
 
-from dann.slurm import SIGNAL_DELAY_S, SlurmSettings
+from dann.experiments.slurm import SIGNAL_DELAY_S, SlurmSettings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: sweeps/, train_dann.py
 # @NAME@ fields are filled in; everything else is bash as sbatch runs it.
 TEMPLATE = r"""#!/bin/bash
 # One training run on @NODES@ nodes x @GPUS@ GPUs: `sbatch @SCRIPT@`

@@ -6,7 +6,7 @@ started; a SIGTERM reaches the training script, which checkpoints (runs are star
 --resume auto, so the next runner continues them). A job's folder holds command.txt,
 log.txt, status.json and the program's results.json; a job is done when results.json holds
 its metric. Launchers start through this interpreter (`python -m accelerate.commands.launch`),
-never through PATH. A run's start and record (prepare, record) are shared with dann/slurm.py.
+never through PATH. A run's start and record (prepare, record) are shared with dann/experiments/slurm.py.
 """
 from __future__ import annotations
 

@@ -18,7 +18,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dann import plugins, sweeps
+from dann import plugins
+from dann.experiments import grids
 from dann.errors import UserError
 
 # Parameters that say where and with which seed a configuration ran, not what it is: a
@@ -105,7 +106,7 @@ def load_points(folders: list[str]) -> list[Point]:
     """Every trained model of the finished runs of local sweep folders."""
     points = []
     for folder in folders:
-        _, rows = sweeps.collect_local(folder)
+        _, rows = grids.collect_local(folder)
         for row in rows:
             if not row["results"]:
                 continue

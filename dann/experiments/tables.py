@@ -35,10 +35,10 @@ import yaml
 from dann import plugins
 from dann.config import get_args_parser
 from dann.errors import UserError
-from dann.model_selection import best_index, criterion
-from dann.runner import Job, read_metric
+from dann.experiments.choosing import best_index, criterion
+from dann.experiments.local import Job, read_metric
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: sweeps/, train_dann.py
 LABELS = {"baseline": "trained on source", "upper": "trained on target (upper bound)", "dann": "DANN",
           "cdan": "CDAN", "dsn": "DSN", "mcc": "MCC", "adabn": "AdaBN", "pseudo_labels": "pseudo-labels"}
 TABLE_KEYS = {"dataset", "pairs", "backbones", "seeds", "common", "rows"}
@@ -200,7 +200,7 @@ def choose_points(jobs: list[Job], selection: str) -> tuple[list[Job], str]:
 def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], rows: list[Row],
               backbones: list[str], seeds: str, runner, wandb_mode: str = "off", common: dict | None = None,
               extra: list[str] = (), selection: str = "") -> str:
-    """Train every cell with `runner` (dann.runner.Runner or dann.slurm.SlurmRunner; finished
+    """Train every cell with `runner` (dann.experiments.local.Runner or dann.experiments.slurm.SlurmRunner; finished
     ones are skipped), write table.md / table.csv / paired.md (and chosen.md for rows with a
     grid, chosen per cell by `selection`); returns the Markdown table."""
     out, common = Path(out), dict(common or {})

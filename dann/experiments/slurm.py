@@ -22,9 +22,9 @@ from pathlib import Path
 
 from dann.cli import die_with_parent
 from dann.errors import UserError
-from dann.runner import Job, prepare, read_metric, record, run_env, say, tail, unfinished, wait_group
+from dann.experiments.local import Job, prepare, read_metric, record, run_env, say, tail, unfinished, wait_group
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: sweeps/, train_dann.py
 SIGNAL_DELAY_S = 120  # submitit's USR2 comes this long before the time limit: time to save a checkpoint
 # squeue's states of a job that is over; any other (PENDING, RUNNING, COMPLETING, REQUEUED...) is live.
 ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
@@ -116,7 +116,7 @@ def with_processes(command: list[str], gpus: int) -> list[str]:
 
 
 class SlurmRunner:
-    """Runs jobs as Slurm jobs and waits until all have ended: dann.runner.Runner's interface and
+    """Runs jobs as Slurm jobs and waits until all have ended: dann.experiments.local.Runner's interface and
     restart rule. Stopping the driver stops the waiting, not the jobs."""
 
     def __init__(self, folder: str | Path, settings: SlurmSettings, wandb_mode: str = "offline", name: str = "dann"):
@@ -152,7 +152,7 @@ class SlurmRunner:
         params = {"job_name": self.name, "time": s.time_min, "cpus_per_task": s.cpus_per_job,
                   "array_parallelism": s.array_parallelism, "signal_delay_s": SIGNAL_DELAY_S,
                   "stderr_to_stdout": True, "additional_parameters": extra,
-                  # the job unpickles dann.slurm.TrainingJob: this checkout, wherever the driver started
+                  # the job unpickles dann.experiments.slurm.TrainingJob: this checkout, wherever the driver started
                   "setup": [f"export PYTHONPATH={shlex.quote(str(ROOT))}${{PYTHONPATH:+:$PYTHONPATH}}"]}
         if s.partition:
             params["partition"] = s.partition
