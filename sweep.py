@@ -184,7 +184,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                                                "(default: RUN_FOLDER/selection for one folder)")
     sel.add_argument("--wandb_project", default="", help="also log the table and plots to W&B in this project")
     sel.add_argument("--wandb_entity", default="")
-    gen = sub.add_parser("grid", help="a grid sweep YAML from a method's declared sweep values (dann/hparams.py)",
+    gen = sub.add_parser("grid", help="a grid sweep YAML from a method's declared sweep values (dann/plugins.py)",
                          epilog="Arguments after `--` (--flag=value) are the grid's fixed values.", **common)
     gen.add_argument("--method", required=True, help="the method whose hyperparameters are swept")
     gen.add_argument("--vary", default="", help="comma-separated hyperparameters to vary (default: every one "

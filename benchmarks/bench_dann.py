@@ -46,7 +46,8 @@ from dann.config import TrainConfig  # noqa: E402
 from dann.datasets import folder as pacs  # noqa: E402
 from dann.datasets.pacs import DOMAINS  # noqa: E402
 from dann.run import make_accelerator, use_channels_last  # noqa: E402
-from dann.train import NonFiniteGuard, fit, make_optimizer  # noqa: E402
+from dann.optim import make_optimizer  # noqa: E402
+from dann.train import NonFiniteGuard, fit  # noqa: E402
 
 TARGETS = {"b_vs_a": 20.0, "c_vs_floor": 1.5, "full_run_s": 10.0, "decode_s": 5.0, "homework_min": 20.0}
 
@@ -105,10 +106,10 @@ class Timed:
             self._mark("train")
         yield from self.domain.train_batches(epoch, start)
 
-    def eval_batches(self):
-        if not self.train:  # fit evaluates the target first, then the source
+    def batches_of(self, index):
+        if not self.train:  # fit evaluates the target first (one pass, dann/outputs.py), then the source
             self._mark("eval")
-        yield from self.domain.eval_batches()
+        yield from self.domain.batches_of(index)
 
 
 def fresh_accelerator(config: TrainConfig):

@@ -1,11 +1,10 @@
 """Checkpoints that survive a kill: atomic save, keep the last K, find the newest, resume;
-the lock that keeps two live runs out of one folder; stop signals.
+the lock that keeps two live runs out of one folder.
 
 A checkpoint is `<output_dir>/checkpoints/step_<step>/`: Accelerate's `save_state` (model
 as safetensors, optimizer, GradScaler, RNG states of every process) plus `progress.json`
 and `config.json`. It is written to a hidden temporary folder and renamed when complete,
-so a folder with the final name is always whole. `StopOnSignal` turns SIGTERM / SIGINT
-into a flag the loop checks (installed by the scripts, never by `fit`).
+so a folder with the final name is always whole.
 """
 from __future__ import annotations
 
@@ -14,8 +13,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import threading
 from pathlib import Path
 
 from accelerate import Accelerator
@@ -23,9 +20,6 @@ from accelerate import Accelerator
 from dann.errors import UserError
 
 NAME = re.compile(r"^step_(\d+)$")
-# Flags whose change makes a resumed run a different run (other data, other batches).
-MUST_MATCH = ("dataset", "source", "target", "train_on", "batch_size", "seed", "augment", "method",
-              "backbone", "discriminator", "bottleneck_dim", "iters_per_epoch", "source_val")
 
 
 def lock_run_dir(output_dir: str | Path):
@@ -73,11 +67,11 @@ def complete_checkpoints(folder: str | Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def save(accelerator: Accelerator, folder: str | Path, progress, config) -> Path:
-    """Write a checkpoint of the prepared model/optimizer and `progress`; keep the newest
+def save(accelerator: Accelerator, folder: str | Path, state, config) -> Path:
+    """Write a checkpoint of the prepared model/optimizer and the TrainState `state`; keep the newest
     `config.keep_checkpoints`. Every process must call it (each saves its RNG state)."""
     folder = Path(folder)
-    final = folder / f"step_{progress.step:08d}"
+    final = folder / f"step_{state.step:08d}"
     tmp = folder / f".{final.name}.tmp"
     if final.exists():  # saved already: a signal right after an epoch's checkpoint
         return final
@@ -90,7 +84,7 @@ def save(accelerator: Accelerator, folder: str | Path, progress, config) -> Path
         accelerator.wait_for_everyone()
         if accelerator.is_main_process:
             (tmp / "config.json").write_text(json.dumps(config.flat(), indent=2))
-            (tmp / "progress.json").write_text(json.dumps(progress.state_dict()))
+            (tmp / "progress.json").write_text(json.dumps(state.state_dict()))
             tmp.rename(final)  # atomic: the final name appears only when all is written
             for old in complete_checkpoints(folder)[:-config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
@@ -136,15 +130,15 @@ def run_dir_of(resume: str) -> str:
     return str(path.parent if path.name == "checkpoints" else path)
 
 
-def load(accelerator: Accelerator, path: Path, progress, config) -> None:
-    """Restore model, optimizer, RNG states and `progress` from checkpoint `path`.
+def load(accelerator: Accelerator, path: Path, state, config) -> None:
+    """Restore model, optimizer, RNG states and the TrainState `state` from checkpoint `path`.
 
     Tensors are read with weights_only=True (Accelerate's loader) and progress from JSON;
     Accelerate's registered objects are not used because it unpickles them unrestricted.
     """
     saved = json.loads((path / "config.json").read_text())
     now = config.flat()
-    changed = [k for k in MUST_MATCH if k in saved and saved[k] != now.get(k)]
+    changed = [k for k in config.must_match() if k in saved and saved[k] != now.get(k)]
     if changed:
         raise UserError(f"--resume {path}: the checkpoint was trained with other "
                         + ", ".join(f"--{k} ({saved[k]} there, {now.get(k)} now)" for k in changed)
@@ -158,40 +152,8 @@ def load(accelerator: Accelerator, path: Path, progress, config) -> None:
         raise UserError(f"--resume {path}: cannot load the checkpoint ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}); it was written by another "
                         f"method or model, or is damaged; pass an older checkpoint") from None
-    progress.load_state_dict(json.loads((path / "progress.json").read_text()))
+    state.load_state_dict(json.loads((path / "progress.json").read_text()))
     notes = [f"--{k} {saved[k]} -> {v}" for k, v in config.flat().items()
              if k in saved and saved[k] != v and k not in ("resume", "output_dir")]
-    accelerator.print(f"resumed from {path} at step {progress.step} (epoch {progress.epoch})"
+    accelerator.print(f"resumed from {path} at step {state.step} (epoch {state.epoch})"
                       + (f"; changed flags: {', '.join(notes)}" if notes else ""))
-
-
-class Interrupted(Exception):
-    """Training stopped on SIGTERM / SIGINT after saving a checkpoint; `exit_code` is 128 + signal."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class StopOnSignal:
-    """Within `with`, SIGTERM and SIGINT set `.signum` instead of killing the process, so the
-    loop can finish its step and checkpoint. A second Ctrl-C interrupts at once."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._previous = {}
-
-    def _handle(self, signum, frame):
-        self.signum = signum
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    def __enter__(self) -> StopOnSignal:
-        if threading.current_thread() is threading.main_thread():  # handlers: main thread only
-            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, handler)

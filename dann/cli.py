@@ -55,7 +55,7 @@ def script_main(script: str) -> int:
     exit_with_parent()
     return_freed_memory()
     config = parse_config(script)  # first: --help and flag errors answer without loading torch
-    from dann.checkpoint import StopOnSignal
+    from dann.signals import StopOnSignal
 
     with StopOnSignal() as stop:
         return main(script, stop=stop, config=config)
@@ -66,7 +66,7 @@ def main(script: str, argv: list[str] | None = None, stop=None, config=None) -> 
     config: the parsed flags (default: parsed from argv)."""
     config = config or parse_config(script, argv)
     # Imported after parsing: --help and flag errors answer without loading torch.
-    from dann.checkpoint import Interrupted
+    from dann.signals import Interrupted
     from dann.run import run
 
     try:

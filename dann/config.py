@@ -1,5 +1,5 @@
 """The run's settings: one frozen dataclass of the flags every run shares, plus the chosen
-plug-ins' own hyperparameters (dann/hparams.py), resolved once before anything is built.
+plug-ins' own hyperparameters (declared in dann/plugins.py), resolved once before anything is built.
 
 Field names are the command-line flags and the W&B sweep parameter names, so a sweep's
 `${args}` pass straight through and `tests/test_sweeps.py` can check every sweep YAML
@@ -16,24 +16,27 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from dann import hparams, plugins
+from dann import first_look, hparams, plugins
 
-SCRIPTS = ("dann", "baseline")  # train_dann.py, train_baseline.py
+SCRIPTS = tuple(plugins.SCRIPTS)  # 'dann' (train_dann.py), 'baseline' (train_baseline.py)
 ADAPT = ("dann",)  # flags of train_dann.py only
-# train_dann.py's methods: every registered one but the baseline (train_baseline.py's).
-ADAPTATION_METHODS = [m for m in plugins.METHODS if m != plugins.BASELINE]
-# --first_look's data and recipes: the CPU benchmark table's (docs/RESULTS.md).
-FIRST_LOOK_RECIPES = Path(__file__).resolve().parents[1] / "sweeps" / "tables" / "digits.yaml"
 # The plug-in kinds whose hyperparameters join the flags: (config field, registry).
 PLUGIN_KINDS = (("method", plugins.METHODS), ("backbone", plugins.BACKBONES),
                 ("discriminator", plugins.DISCRIMINATORS))
 
 
-def _flag(help: str, scripts: tuple[str, ...] = SCRIPTS, **argparse_kwargs):
-    """A dataclass field that also describes its command-line flag."""
-    return {"help": help, "scripts": scripts, **argparse_kwargs}
+def _flag(help: str, scripts: tuple[str, ...] = SCRIPTS, must_match: bool = False, **argparse_kwargs):
+    """A dataclass field that also describes its command-line flag. must_match: a run resumed
+    from a checkpoint must have the value it was written with (other data, batches or networks)."""
+    return {"help": help, "scripts": scripts, "must_match": must_match, **argparse_kwargs}
+
+
+def plugin_kinds(method: str) -> list[tuple[str, dict]]:
+    """The plug-in kinds a run of `method` takes flags from: its method and backbone, and its
+    discriminator when the method trains one (plugins.uses_discriminator)."""
+    return [(kind, registry) for kind, registry in PLUGIN_KINDS
+            if kind != "discriminator" or plugins.uses_discriminator(method)]
 
 
 @dataclass(frozen=True)
@@ -42,11 +45,11 @@ class TrainConfig:
     dataset: str = field(default="pacs", metadata=_flag(
         "pacs | folder (any <data_root>/<domain>/<class>/<image> tree) | digits (mnist, mnist_m, "
         "svhn, usps) | digits_shipped (a CPU benchmark from data installed packages ship)",
-        choices=plugins.DATASETS))
+        choices=plugins.DATASETS, must_match=True))
     source: str = field(default="", metadata=_flag(
-        "source domain (labeled); default: the dataset's usual pair (pacs: photo -> art_painting)"))
+        "source domain (labeled); default: the dataset's usual pair (pacs: photo -> art_painting)", must_match=True))
     target: str = field(default="", metadata=_flag(
-        "target domain (unlabeled during adaptation, and the test set); several: a,b"))
+        "target domain (unlabeled during adaptation, and the test set); several: a,b", must_match=True))
     data_root: str = field(default="", metadata=_flag(
         "dataset folder (default data/PACS, data/digits); only the default folder is downloaded "
         "when missing, unless --download"))
@@ -54,14 +57,14 @@ class TrainConfig:
         "download the dataset into --data_root if it is missing there"))
     train_on: str = field(default="source", metadata=_flag(
         "'target' trains on the labeled target domain (the upper bound)",
-        scripts=("baseline",), choices=("source", "target")))
+        scripts=("baseline",), choices=("source", "target"), must_match=True))
     augment: bool = field(default=False, metadata=_flag(
         "training augmentation: random crop (images larger than the network input) and "
-        "horizontal flip (datasets where a flip keeps the class)"))
+        "horizontal flip (datasets where a flip keeps the class)", must_match=True))
     source_val: float = field(default=0.1, metadata=_flag(
         "fraction of the labeled training domain held out as a validation split, never trained on "
         "(stratified by class, the same images for every seed): what the source-side selection scores "
-        "read (0: none)"))
+        "read (0: none)", must_match=True))
     data_path: str = field(default="auto", metadata=_flag(
         "'tensor': decode once, keep uint8 images on the device; 'loader': decode every "
         "epoch in DataLoader workers (folder datasets); 'auto': tensor when it fits in memory",
@@ -70,16 +73,17 @@ class TrainConfig:
         "where decoded domains are cached (default: $XDG_CACHE_HOME/dann_pacs or ~/.cache/dann_pacs)"))
     num_workers: int = field(default=-1, metadata=_flag(
         "DataLoader workers / decode processes (-1: one per available CPU core, at most 4)"))
-    # model: the plug-ins; each adds its own flags (dann/hparams.py)
+    # model: the plug-ins; each adds its own flags (dann/plugins.py)
     method: str = field(default="dann", metadata=_flag(
         "domain adaptation method (train_baseline.py trains the source-only baseline); "
-        "`--method NAME --help` lists its own flags", scripts=ADAPT, choices=ADAPTATION_METHODS))
+        "`--method NAME --help` lists its own flags", scripts=ADAPT, choices=plugins.methods_of("dann"),
+        must_match=True))
     backbone: str = field(default="alexnet", metadata=_flag(
-        "feature extractor G_f and classifier G_y", choices=plugins.BACKBONES))
+        "feature extractor G_f and classifier G_y", choices=plugins.BACKBONES, must_match=True))
     discriminator: str = field(default="copy", metadata=_flag(
         "G_d of the adversarial methods: 'copy' (the backbone's own: G_y's architecture with 2 outputs, "
         "fc6/fc7 copied for AlexNet), 'paper' (the DANN paper's 1024-1024-2 MLP), 'bn_mlp' (two "
-        "Linear-BatchNorm-ReLU layers, TLlib's)", scripts=ADAPT, choices=plugins.DISCRIMINATORS))
+        "Linear-BatchNorm-ReLU layers, TLlib's)", scripts=ADAPT, choices=plugins.DISCRIMINATORS, must_match=True))
     pretrained: str = field(default="imagenet", metadata=_flag(
         "'imagenet' (download), 'none' (random init) or PATH to weights (a torchvision state dict; "
         "alexnet_caffe: bvlc_alexnet.npy)"))
@@ -88,9 +92,9 @@ class TrainConfig:
         "epochs of training (0: 30 on a GPU, 1 on a CPU as a first look)"))
     iters_per_epoch: int = field(default=0, metadata=_flag(
         "iterations per epoch (0: one pass over the training domain); a fixed number gives every pair of "
-        "domains the same budget, whatever their sizes (TLlib's --iters-per-epoch)"))
+        "domains the same budget, whatever their sizes (TLlib's --iters-per-epoch)", must_match=True))
     batch_size: int = field(default=64, metadata=_flag(
-        "images per step (source and target batches alike), per process or in all (--batch_scope)"))
+        "images per step (source and target batches alike), per process or in all (--batch_scope)", must_match=True))
     batch_scope: str = field(default="process", metadata=_flag(
         "'process': --batch_size per process (Accelerate's convention: N GPUs, N times the batch); "
         "'global': --batch_size over all processes (the same experiment on 1 or 8 GPUs)",
@@ -109,7 +113,8 @@ class TrainConfig:
         "stop after this many iterations (0: run all epochs); a quick check of a setup: it also "
         "evaluates at most max_steps x batch_size images per domain, and skips the t-SNE and the saved "
         "weights unless --tsne / --save_model ask for them"))
-    seed: int = field(default=0, metadata=_flag("random seed (weights init, shuffling, dropout)"))
+    seed: int = field(default=0, metadata=_flag(
+        "random seed (weights init, shuffling, dropout)", must_match=True))
     # hardware
     cpu: bool = field(default=False, metadata=_flag("run on the CPU even if a GPU is present"))
     mixed_precision: str = field(default="", metadata=_flag(
@@ -185,10 +190,16 @@ class TrainConfig:
         """Every flag of this run and its value (shared and plug-in ones): results.json's
         `config`, the trackers' config and what a checkpoint records."""
         shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if not f.name.endswith("_hp")}
-        plugin = {**self.method_hp.values(), **self.backbone_hp.values()}
-        if plugins.uses_discriminator(self.method):
-            plugin.update(self.discriminator_hp.values())
+        plugin = {k: v for kind, _ in plugin_kinds(self.method)
+                  for k, v in getattr(self, f"{kind}_hp").values().items()}
         return {**shared, **plugin}
+
+    def must_match(self) -> list[str]:
+        """The flags a resumed run must share with its checkpoint: the shared ones that change the
+        data, the batches or the networks, and every plug-in hyperparameter that shapes a network."""
+        shared = [f.name for f in dataclasses.fields(self) if f.metadata and f.metadata["must_match"]]
+        return shared + [name for kind, _ in plugin_kinds(self.method)
+                         for name in getattr(self, f"{kind}_hp").architecture()]
 
     @property
     def targets(self) -> list[str]:
@@ -258,14 +269,13 @@ def shared_fields(script: str) -> list[dataclasses.Field]:
 def plugin_fields(method: str, backbone: str, discriminator: str) -> dict[str, list[dataclasses.Field]]:
     """The chosen plug-ins' own flags, by kind (no discriminator flags for a method without G_d)."""
     chosen = {"method": method, "backbone": backbone, "discriminator": discriminator}
-    return {kind: plugins.hparams_of(registry, chosen[kind]).fields() for kind, registry in PLUGIN_KINDS
-            if kind != "discriminator" or plugins.uses_discriminator(method)}
+    return {kind: plugins.hparams_of(registry, chosen[kind]).fields() for kind, registry in plugin_kinds(method)}
 
 
 def get_args_parser(script: str, method: str = "", backbone: str = "", discriminator: str = "") -> argparse.ArgumentParser:
     """The parser of `script` ('dann' or 'baseline') for the chosen plug-ins (default: the
     defaults): the shared flags, then each plug-in's own in a group of its name."""
-    method = plugins.BASELINE if script == "baseline" else method or TrainConfig.method
+    method = method or (TrainConfig.method if script == "dann" else plugins.methods_of(script)[0])
     backbone, discriminator = backbone or TrainConfig.backbone, discriminator or TrainConfig.discriminator
     parser = OneLineParser(
         prog=f"train_{script}.py",
@@ -312,7 +322,7 @@ def split_values(values: dict, method: str, backbone: str, discriminator: str) -
             owner = owner_of(k)
             if not owner:
                 errors.append(f"unknown flag --{k}")
-            elif plugins.uses_discriminator(method) or "--discriminator" not in owner:
+            elif "discriminator" in chosen or "--discriminator" not in owner:
                 errors.append(f"--{k} is a flag of {owner}, not of this run's "
                               + ", ".join(f"--{kind} {names[kind]}" for kind in chosen))
             else:
@@ -354,9 +364,8 @@ def validate(config: TrainConfig) -> list[str]:
                     "iters_per_epoch": config.iters_per_epoch,
                     "checkpoint_every": config.checkpoint_every}
     errors += [f"--{k} must be >= 0, got {v}" for k, v in non_negative.items() if v < 0]
-    for kind, _ in PLUGIN_KINDS:
-        if kind != "discriminator" or plugins.uses_discriminator(config.method):
-            errors += getattr(config, f"{kind}_hp").errors()
+    for kind, _ in plugin_kinds(config.method):
+        errors += getattr(config, f"{kind}_hp").errors()
     if not 0 <= config.source_val < 1:
         errors.append(f"--source_val must be in [0, 1), a fraction of the training domain, got {config.source_val}")
     if config.rv_steps < 1:
@@ -386,38 +395,22 @@ def validate(config: TrainConfig) -> list[str]:
     return errors
 
 
-def first_look_recipe(method: str) -> dict:
-    """--first_look's defaults for `method`: the CPU benchmark's data, its first pair, the flags
-    every row shares and those of the first row of `method` (sweeps/tables/digits.yaml)."""
-    import yaml  # here: only --first_look reads the file
-
-    spec = yaml.safe_load(FIRST_LOOK_RECIPES.read_text())
-    rows = [dict(row) for row in spec["rows"].values() if row["method"] == method]
-    if not rows:
-        raise SystemExit(f"error: --first_look has no recipe for --method {method} in {FIRST_LOOK_RECIPES}; "
-                         f"choose one of {', '.join(sorted({r['method'] for r in spec['rows'].values()}))}")
-    source, target = spec["pairs"][0].split(":")
-    return {"dataset": spec["dataset"], "source": source, "target": target, "backbone": spec["backbones"][0],
-            **spec["common"], **rows[0]}
-
-
 def chosen_plugins(script: str, argv: list[str]) -> tuple[str, str, str, dict]:
     """--method, --backbone and --discriminator from argv (defaults where absent): they decide
     which flags the full parser offers; and the recipe of --first_look (empty without it), the
     parser's defaults then. An unknown name, or a method of the other script, is one line."""
     pre = OneLineParser(prog=f"train_{script}.py", add_help=False)
-    pre.add_argument("--method", default=TrainConfig.method if script == "dann" else plugins.BASELINE,
+    pre.add_argument("--method", default=TrainConfig.method if script == "dann" else plugins.methods_of(script)[0],
                      choices=plugins.METHODS)
     pre.add_argument("--backbone", choices=plugins.BACKBONES)
     pre.add_argument("--discriminator", choices=plugins.DISCRIMINATORS)
     pre.add_argument("--first_look", nargs="?", const=True, type=parse_bool, default=False)
     known, _ = pre.parse_known_args(argv)
-    if script == "baseline" and known.method != plugins.BASELINE:
-        pre.error(f"--method {known.method}: train_baseline.py trains the source-only baseline; "
-                  f"the adaptation methods are train_dann.py --method NAME")
-    if script == "dann" and known.method == plugins.BASELINE:
-        pre.error("--method baseline: the source-only baseline is train_baseline.py")
-    recipe = first_look_recipe(known.method) if known.first_look and script == "dann" else {}
+    if plugins.script_of(known.method) != script:
+        pre.error(f"--method {known.method}: train_baseline.py trains the source-only baseline; the adaptation "
+                  f"methods are train_dann.py --method NAME" if script == "baseline"
+                  else f"--method {known.method}: the source-only baseline is train_baseline.py")
+    recipe = first_look.recipe(known.method) if known.first_look and script == "dann" else {}
     return (known.method, known.backbone or recipe.get("backbone", TrainConfig.backbone),
             known.discriminator or recipe.get("discriminator", TrainConfig.discriminator), recipe)
 
@@ -442,7 +435,7 @@ def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
         parser.error("; ".join(errors))
     values = {k: v for k, v in vars(args).items()}
     if script == "baseline":
-        values["method"] = plugins.BASELINE
+        values["method"] = plugins.methods_of("baseline")[0]
     config = make_config(**values)
     errors = validate(config)
     if errors:

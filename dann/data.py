@@ -6,18 +6,36 @@ Two data paths yield the same batches in the same order:
 - `LoaderDomain` (dann/datasets/folder.py): DataLoader workers decode the files every
   epoch (the classic path, for folder datasets that do not fit in memory).
 Both use `epoch_batches` for the index order and `ImageTransform` (crop, flip, normalize
-on the device, as the backbone's `InputSpec` asks), so for the same weights they give the
-same predictions.
+on the device, as the backbone's `InputSpec` asks: the contract between a network and the
+data layer, declared here), so for the same weights they give the same predictions.
 """
 from __future__ import annotations
 
 import copy
 import zlib
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
-from dann.backbones import InputSpec
+
 from dann.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a network expects: square images of side `size` (it accepts sides from
+    `min_size` on), normalized one of three ways:
+    'imagenet': RGB in [0, 1], minus IMAGENET_MEAN, over IMAGENET_STD (torchvision weights);
+    'caffe': BGR in [0, 255] minus `mean` (the original Caffe models); 'domain': RGB in
+    [0, 1] standardized by each domain's own mean and std (networks trained from scratch)."""
+    size: int
+    min_size: int
+    normalization: str = "imagenet"
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
@@ -176,6 +194,12 @@ class TensorDomain:
     def eval_inputs(self, index: torch.Tensor) -> torch.Tensor:
         """Model inputs (centre crops) of the examples `index`, e.g. a sample for t-SNE."""
         return self._prepare(self._stored(index.to(self.device)), False, 0)
+
+    def batches_of(self, index: torch.Tensor) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Model inputs (centre crops) and labels of the examples `index`, a batch at a time."""
+        for part in index.split(self.batch_size):
+            part = part.to(self.device)
+            yield self.eval_inputs(part), self.labels[part]
 
     def _stored(self, index: torch.Tensor) -> torch.Tensor:
         """The stored inputs of examples `index` (this domain's numbering)."""

@@ -1,34 +1,84 @@
-"""Every plug-in by name: methods, backbones, discriminators, datasets and model-selection rules.
+"""Every plug-in by name, with its own hyperparameters: methods, backbones, discriminators,
+datasets and model-selection rules.
 
-Adding one is a new file (or class) plus one line here; the training loop never changes.
-A line names the implementation as 'module:attribute' (imported on first use, so that
-parsing flags and `--help` load no torch) and the plug-in's hyperparameters
-(dann/hparams.py), from which its flags are made. Tests may register a callable directly.
+Adding one is a new file (or class) plus its entry here: a line naming the implementation as
+'module:attribute' (imported on first use, so that parsing flags and `--help` load no torch)
+and, if it has hyperparameters, their dataclass just above the line (dann/hparams.py says how
+to declare them); its flags, checks, sweep values and results.json keys are made from it.
+Tests may register a callable directly.
 """
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from dann import hparams
+from dann.hparams import Adversarial, Hparams, TargetTerms, hparam
+
+SCRIPTS = {"dann": "train_dann.py", "baseline": "train_baseline.py"}  # the entry points, by short name
 
 
 class Plugin(NamedTuple):
     target: object  # 'module:attribute', or the class / function itself
-    hparams: type[hparams.Hparams] = hparams.Hparams  # its own flags (none by default)
+    hparams: type[Hparams] = Hparams  # its own flags (none by default)
+    script: str = "dann"  # methods: the entry point that trains it (a key of SCRIPTS)
 
 
-BASELINE = "baseline"  # train_baseline.py's method; train_dann.py takes every other one
-# UDA methods (dann/methods/): build their networks, give step() and predict().
+# ---------------------------------------------------------------------------- methods
+# UDA methods (dann/methods/): build their networks, give step() (or update()) and predict().
+# A method whose hyperparameters derive from hparams.Adversarial trains a discriminator G_d
+# (and takes --discriminator); from hparams.TargetTerms, it takes the target terms.
+
+@dataclass(frozen=True)
+class DANNHparams(Adversarial):
+    pass
+
+
+@dataclass(frozen=True)
+class CDANHparams(Adversarial):
+    entropy_conditioning: bool = hparam(False, "CDAN+E: weight each example's domain loss by 1 + exp(-H(g))",
+                                        sweep=[False, True])
+    cdan_random_dim: int = hparam(1024, "size of the randomized multilinear map, used when features x classes "
+                                        "exceeds 4096", check=">0", architecture=True)
+
+
+@dataclass(frozen=True)
+class DSNHparams(Adversarial):
+    dsn_recon: float = hparam(0.15, "weight of L_recon", check=">=0")
+    dsn_difference: float = hparam(0.075, "weight of L_difference", check=">=0")
+    dsn_similarity: float = hparam(0.25, "weight of L_similarity (the domain loss through gradient reversal)",
+                                   check=">=0", sweep=[0.25, 1.0, 3.0])
+    dsn_decoder_width: int = hparam(256, "channels of the shared decoder's first feature map (halved at each "
+                                         "upsampling); 64 makes it about 16x cheaper on digits", check=">0",
+                                    architecture=True)
+
+
+@dataclass(frozen=True)
+class MCCHparams(TargetTerms):
+    mcc_weight: float = hparam(1.0, "weight of the Minimum Class Confusion loss on target predictions",
+                               check=">=0", sweep=[0.3, 1.0, 3.0, 10.0])
+
+
+@dataclass(frozen=True)
+class PseudoLabelsHparams(TargetTerms):
+    pl_threshold: float = hparam(0.95, "confidence a target prediction needs to become a pseudo-label",
+                                 check="0..1", sweep=[0.7, 0.8, 0.9, 0.95])
+    pl_weight: float = hparam(1.0, "weight of the pseudo-label loss (ramped up like alpha's dann schedule)",
+                              check=">=0", sweep=[0.3, 1.0, 3.0])
+
+
 METHODS = {
-    BASELINE: Plugin("dann.methods.source_only:SourceOnly"),
-    "dann": Plugin("dann.methods.dann:DANN", hparams.DANN),
-    "cdan": Plugin("dann.methods.cdan:CDAN", hparams.CDAN),
-    "dsn": Plugin("dann.methods.dsn:DSN", hparams.DSN),
-    "mcc": Plugin("dann.methods.mcc:MCC", hparams.MCC),
+    "baseline": Plugin("dann.methods.source_only:SourceOnly", script="baseline"),
+    "dann": Plugin("dann.methods.dann:DANN", DANNHparams),
+    "cdan": Plugin("dann.methods.cdan:CDAN", CDANHparams),
+    "dsn": Plugin("dann.methods.dsn:DSN", DSNHparams),
+    "mcc": Plugin("dann.methods.mcc:MCC", MCCHparams),
     "adabn": Plugin("dann.methods.adabn:AdaBN"),
-    "pseudo_labels": Plugin("dann.methods.pseudo_labels:PseudoLabels", hparams.PseudoLabels),
+    "pseudo_labels": Plugin("dann.methods.pseudo_labels:PseudoLabels", PseudoLabelsHparams),
 }
+
+# ---------------------------------------------------------------------------- backbones
 # Feature extractors G_f with their classifier G_y (dann/backbones/): build(num_classes, pretrained).
 BACKBONES = {
     "alexnet": Plugin("dann.backbones.alexnet:build", hparams.Backbone),
@@ -38,12 +88,23 @@ BACKBONES = {
     "lenet": Plugin("dann.backbones.lenet:build", hparams.Backbone),
     "lenet_bn": Plugin("dann.backbones.lenet:build_bn", hparams.Backbone),
 }
+
+# ---------------------------------------------------------------------------- discriminators
 # Domain discriminators G_d (dann/discriminators.py): build(backbone, in_features, hparams).
+
+@dataclass(frozen=True)
+class BatchNormMLPHparams(Hparams):
+    discriminator_width: int = hparam(1024, "hidden units of each of the two Linear-BN-ReLU layers", check=">0",
+                                      architecture=True)
+
+
 DISCRIMINATORS = {
     "copy": Plugin("dann.discriminators:copy_of_classifier"),
     "paper": Plugin("dann.discriminators:paper_mlp"),
-    "bn_mlp": Plugin("dann.discriminators:batch_norm_mlp", hparams.BatchNormMLP),
+    "bn_mlp": Plugin("dann.discriminators:batch_norm_mlp", BatchNormMLPHparams),
 }
+
+# ---------------------------------------------------------------------------- datasets
 # Datasets (dann/datasets/): their domains, classes and images.
 DATASETS = {
     "pacs": Plugin("dann.datasets.pacs:Pacs"),
@@ -52,6 +113,8 @@ DATASETS = {
     "digits_shipped": Plugin("dann.datasets.shipped:ShippedDigits"),
 }
 
+
+# ---------------------------------------------------------------------------- model selection
 
 class Rule(NamedTuple):
     """A model-selection rule: the function scoring a trained model without target labels, which
@@ -73,13 +136,15 @@ SELECTION = {
 }
 
 
+# ---------------------------------------------------------------------------- reading the registry
+
 def entry(registry: dict, name: str) -> Plugin:
     """The registry's line for `name`. A bare class or function (a test's) takes no flags of its
     own, but a backbone always takes those every backbone has (hparams.Backbone)."""
     value = registry[name]
     if isinstance(value, (Plugin, Rule)):
         return value
-    return Plugin(value, hparams.Backbone if registry is BACKBONES else hparams.Hparams)
+    return Plugin(value, hparams.Backbone if registry is BACKBONES else Hparams)
 
 
 def load(registry: dict, name: str):
@@ -91,16 +156,21 @@ def load(registry: dict, name: str):
     return getattr(importlib.import_module(module), attribute)
 
 
-def hparams_of(registry: dict, name: str) -> type[hparams.Hparams]:
+def hparams_of(registry: dict, name: str) -> type[Hparams]:
     """The hyperparameter dataclass of the plug-in registered as `name`."""
     return entry(registry, name).hparams
 
 
 def uses_discriminator(method: str) -> bool:
     """Whether --method trains a domain discriminator (so takes --discriminator and its flags)."""
-    return issubclass(hparams_of(METHODS, method), hparams.Adversarial)
+    return issubclass(hparams_of(METHODS, method), Adversarial)
 
 
-def sees_target(method: str) -> bool:
-    """Whether --method is an adaptation method (train_dann.py's), not the source-only baseline."""
-    return method != BASELINE
+def script_of(method: str) -> str:
+    """The entry point that trains --method: 'dann' (train_dann.py) or 'baseline'."""
+    return entry(METHODS, method).script
+
+
+def methods_of(script: str) -> list[str]:
+    """The methods `script` trains, in registry order (train_baseline.py: the source-only baseline)."""
+    return [name for name in METHODS if script_of(name) == script]

@@ -22,7 +22,8 @@ from accelerate.utils import broadcast_object_list, set_seed
 from dann import checkpoint, datasets, methods, selection, tracking
 from dann.config import TrainConfig, default_output_dir, with_method
 from dann.errors import UserError, is_main_process, note
-from dann.train import fit
+from dann.outputs import Snapshot, merge_wanted
+from dann.train import EvaluationHook, fit
 
 GPU_EPOCHS, CPU_EPOCHS = 30, 1  # --epochs 0: the homework's run on a GPU, a first look on a CPU
 
@@ -126,7 +127,7 @@ def with_seed(domain, seed: int):
 def run(config: TrainConfig, stop=None) -> dict:
     """Train one model per target and seed from flags; write results.json, the final
     weights and the figures to output_dir (a subfolder per model when there are several).
-    stop: see dann.train.fit (the scripts pass a checkpoint.StopOnSignal)."""
+    stop: see dann.train.fit (the scripts pass a signals.StopOnSignal)."""
     wall_start = time.time()
     dataset = datasets.build(config)
     config = resolve(config, dataset)
@@ -145,8 +146,9 @@ def run(config: TrainConfig, stop=None) -> dict:
 
 
 def first_look(config: TrainConfig, stop=None) -> tuple[dict, dict]:
-    """--first_look: the source-only baseline, then --method, on the same data, budget and seed,
-    in <output_dir>/source_only and <output_dir>/<method>; prints their target accuracies side by side."""
+    """--first_look: the source-only baseline, then --method, on the same data, budget and seed
+    (dann/first_look.py's recipes), in <output_dir>/source_only and <output_dir>/<method>;
+    prints their target accuracies side by side."""
     base = config.output_dir or default_output_dir(config, name="first_look")
     baseline = run(with_method(config, "baseline", first_look=False, output_dir=f"{base}/source_only"), stop)
     adapted = run(dataclasses.replace(config, first_look=False, output_dir=f"{base}/{config.method}"), stop)
@@ -158,6 +160,24 @@ def first_look(config: TrainConfig, stop=None) -> tuple[dict, dict]:
               f"  {config.method:<11}  {100 * adapted['target_acc']:5.1f}%  "
               f"({100 * (adapted['target_acc'] - baseline['target_acc']):+.1f} points) -> {base}")
     return baseline, adapted
+
+
+class Evaluations(EvaluationHook):
+    """What a run computes at each evaluation from its pass: the selection scores that train
+    nothing; at the last one, also the features the end-of-run scores and the t-SNE read, so
+    that the end of a run passes each domain through the model once (kept in `last`)."""
+
+    def __init__(self, config: TrainConfig):
+        self.config, self.last = config, None
+
+    def features_wanted(self, split, final: bool) -> dict:
+        if not final:
+            return {}
+        return merge_wanted(selection.features_wanted(self.config, split), tracking.features_wanted(self.config, split))
+
+    def __call__(self, snapshot: Snapshot, final: bool) -> dict:
+        self.last = snapshot if final else None
+        return selection.during_training(snapshot, self.config)
 
 
 def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, step_offset: int,
@@ -174,10 +194,13 @@ def train_model(config: TrainConfig, model, accelerator: Accelerator, split, pre
     split = dataclasses.replace(split, **{k: with_seed(getattr(split, k), config.seed)
                                           for k in ("train", "target", "test", "source_test")})
     log = tracking.prefixed_log(accelerator, prefix, step_offset)
-    model, results = fit(config, model, accelerator, split, log=log, stop=stop)
-    results.update(selection.end_of_run(config, model, accelerator, split, results["steps"], channels_last, stop, log))
-    results.update(tracking.end_of_run_figures(accelerator, model, split, results["confusion_matrix"],
-                                               config, model_dir, prefix, stop))
+    evaluations = Evaluations(config)
+    model, results = fit(config, model, accelerator, split, log=log, stop=stop, on_evaluate=evaluations)
+    # the last evaluation's pass; a run resumed after it (stopped during the end-of-run scores) makes its own
+    snapshot = evaluations.last or Snapshot(model, split, accelerator, stop, evaluations.features_wanted(split, True))
+    results.update(selection.end_of_run(config, snapshot, results["steps"], channels_last, stop, log))
+    results.update(tracking.end_of_run_figures(accelerator, snapshot, results["confusion_matrix"], config,
+                                               model_dir, prefix, stop))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and config.save_model:
         model_dir.mkdir(parents=True, exist_ok=True)

@@ -1,15 +1,15 @@
 """Unsupervised model selection: scores that rank trained models without target labels, one
 small function per rule with its paper and formula, registered in dann/plugins.py (SELECTION,
 with the direction that is better). A run scores its model at the end (`end_of_run`; those
-rules that train nothing also at each evaluation, `during_training`) from its outputs on the
-held-out labeled source validation split (--source_val) and on the unlabeled target
-(`Evidence`), and records select/<name>. How far each rule lands from the oracle on a grid is
+rules that train nothing also at each evaluation, `during_training`) from the evaluation's own
+pass (dann/outputs.py) over the held-out labeled source validation split (--source_val) and
+the unlabeled target (`Evidence`), and records select/<name>. How far each rule lands from the oracle on a grid is
 the experiment tier's question (dann/experiments/choosing.py).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -18,9 +18,11 @@ import torch.nn.functional as F
 
 from dann import plugins
 from dann.config import TrainConfig, selection_rules
-from dann.data import eval_indices
-from dann.errors import note, warn
+from dann.datasets import Split
+from dann.errors import UserError, note, warn
 from dann.methods import terms
+from dann.outputs import Snapshot, evaluated
+from dann.signals import Interrupted, StopRequested
 
 TARGET_SAMPLE = 2000  # target images the scores read at most (a fixed sample): SND's N x N stays small
 SND_TEMPERATURE = 0.05  # Saito et al.'s tau
@@ -261,109 +263,34 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, weight: torch.Tensor, l2: flo
 # ---------------------------------------------------------------------------- reverse validation
 
 def reverse_accuracy(run: RunContext, pseudo_labels: torch.Tensor) -> float:
-    """Train a fresh copy of the run's method on the pseudo-labeled target sample (source side)
-    and the unlabeled source training images (target side) for run.steps steps, with the run's
-    optimizer, learning rate and schedules over that budget; its source validation accuracy."""
+    """Train a fresh copy of the run's method through the same loop (`fit`: the non-finite guard,
+    clipping, mixed precision) on the pseudo-labeled target sample (source side) and the
+    unlabeled source training images (target side) for run.steps steps, with the run's optimizer
+    and schedules over that budget; its accuracy on the source validation split."""
     from dann import methods  # the training library, imported when a run retrains
-    from dann.data import cycle
-    from dann.schedules import lr_factor
-    from dann.train import make_optimizer
+    from dann.train import fit
 
-    config, accelerator, split = run.config, run.accelerator, run.split
+    config, split = run.config, run.split
     labeled = split.target.whole().subset(run.target_index).with_labels(pseudo_labels)
-    unlabeled = split.train.whole()
-    net = methods.build(config, len(split.classes)).to(accelerator.device)
+    validation = split.source_val.whole()
+    reverse = Split(train=labeled, target=split.train.whole(), test=validation, source_test=validation,
+                    classes=split.classes)
+    budget = dataclasses.replace(config, epochs=1, iters_per_epoch=run.steps, max_steps=0, eval_every=1,
+                                 log_every=run.steps, output_dir="", resume="", checkpoint_every=0)
+    net = methods.build(budget, len(split.classes))
     if run.channels_last:
         net = net.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(net, config)
-    source, target = cycle(labeled), cycle(unlabeled) if net.needs_target else None
-    bad = torch.zeros((), dtype=torch.bool, device=accelerator.device)
-    net.train()
-    for step in range(run.steps):
-        if stopping(run.stop, accelerator):
-            raise Unavailable("a stop signal came")
-        p = step / run.steps
-        for group in optimizer.param_groups:  # the step schedule's drops are epochs away: its base rate
-            group["lr"] = config.lr * lr_factor(p, 0, config.lr_schedule, config.step_size, config.gamma) \
-                * group["lr_mult"]
-        x, y = next(source)
-        x_t = next(target)[0] if target is not None else None  # source labels: never used
-        with accelerator.autocast() if accelerator.mixed_precision == "bf16" else nullcontext():  # fp16 needs a scaler
-            loss, _ = net.step((x, y), x_t, p)
-        bad |= ~torch.isfinite(loss.detach())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    if bad.item():
-        raise Unavailable("the reverse model's loss was not finite")
-    logits, _ = outputs(net, split.source_val, None, split.train, accelerator)
-    labels = split.source_val.labels[evaluated(split.source_val).to(split.source_val.labels.device)]
-    return (logits.argmax(1) == labels.to(logits.device)).float().mean().item()
+    try:
+        _, results = fit(budget, net, run.accelerator, reverse, log=lambda values, step: None, stop=run.stop,
+                         quiet=True)
+    except Interrupted:
+        raise Unavailable("a stop signal came") from None
+    except UserError:  # the non-finite guard
+        raise Unavailable("the reverse model's loss was not finite") from None
+    return results["target_acc"]
 
 
 # ---------------------------------------------------------------------------- what a run records
-
-def stopping(stop, accelerator) -> bool:
-    """A stop signal, in a one-process run (several processes would part ways: they finish)."""
-    return stop is not None and stop.signum is not None and accelerator.num_processes == 1
-
-
-def predicts_from_embedding(net) -> bool:
-    """Whether predict(x) is G_y(embed(x)): the base Method's own predict and embed."""
-    from dann.methods.base import Method
-
-    return type(net).predict is Method.predict and type(net).embed is Method.embed
-
-
-def size(domain) -> int:
-    """Its number of examples (also through a wrapper that forwards attributes, as the benchmark's)."""
-    return len(domain.labels)
-
-
-def _batches(domain, index: torch.Tensor):
-    for part in index.split(domain.batch_size):
-        yield domain.eval_inputs(part)
-
-
-@torch.no_grad()
-def outputs(net, domain, index: torch.Tensor | None, unlabeled, accelerator, features: bool = False,
-            stop=None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Logits (N, C) and, with `features`, G_f features (N, d) (`embed`) of the examples `index`
-    of `domain` (default: all), on this process alone: no collective, every process computes
-    the same. Under the statistics of `unlabeled` (a domain's unlabeled training images) for
-    methods that read them before predicting (AdaBN). A stop signal raises StopRequested
-    (one process only: several agree on stopping at the loop's checks, as `evaluate` does)."""
-    from dann.train import StopRequested
-
-    index = evaluated(domain) if index is None else index
-    stats = nullcontext()
-    if unlabeled is not None:
-        stats = net.evaluation_statistics(_batches(unlabeled, evaluated(unlabeled)))
-    was_training, logits, feats = net.training, [], []
-    try:
-        with stats, accelerator.autocast():
-            net.eval()
-            for x in _batches(domain, index):
-                if stopping(stop, accelerator):
-                    raise StopRequested
-                if features and predicts_from_embedding(net):  # one pass through G_f
-                    f = net.embed(x)
-                    logits.append(net.classifier(f).float())
-                    feats.append(f.float().flatten(1))
-                    continue
-                logits.append(net.predict(x).float())
-                if features:
-                    feats.append(net.embed(x).float().flatten(1))
-    finally:
-        net.train(was_training)
-    return torch.cat(logits), torch.cat(feats) if features else None
-
-
-def evaluated(domain) -> torch.Tensor:
-    """The examples of a domain the scores read: all of them, or in a quick check (--max_steps)
-    the same evenly spread few that its evaluation reads (`eval_limit`)."""
-    return eval_indices(size(domain), limit=getattr(domain, "eval_limit", 0))
-
 
 def target_sample(domain) -> torch.Tensor:
     """The target images the scores read: those `evaluated`, at most a fixed random TARGET_SAMPLE."""
@@ -373,19 +300,30 @@ def target_sample(domain) -> torch.Tensor:
     return index[torch.randperm(len(index), generator=torch.Generator().manual_seed(0))[:TARGET_SAMPLE].sort().values]
 
 
-def gather(net, split, accelerator, features: bool, stop=None) -> Evidence:
-    """The model's outputs on the source validation split and the target sample."""
-    evidence = Evidence()
-    adapting = split.target is not None  # not the upper bound, trained on the target
+def features_wanted(config: TrainConfig, split) -> dict[str, torch.Tensor]:
+    """The examples whose G_f features the end-of-run scores read (IWCV and DEV's domain classifier),
+    to be computed in the last evaluation's pass: the source validation split and the target sample."""
+    if not selection_rules(config, trains=True):
+        return {}
+    wanted = {"source_val": evaluated(split.source_val)} if split.source_val is not None else {}
+    if split.target is not None:
+        wanted["target"] = target_sample(split.target)
+    return wanted
+
+
+def evidence(snapshot: Snapshot, features: bool) -> Evidence:
+    """The model's outputs the rules read, from an evaluation's pass: on the source validation
+    split and the target sample (with G_f features, if asked and computed in that pass)."""
+    split, found = snapshot.split, Evidence()
     if split.source_val is not None:
-        evidence.logits_val, evidence.features_val = outputs(
-            net, split.source_val, None, split.train if adapting else None, accelerator, features, stop)
-        labels = split.source_val.labels[evaluated(split.source_val).to(split.source_val.labels.device)]
-        evidence.labels_val = labels.to(evidence.logits_val.device)
-    if adapting:
-        evidence.logits_t, evidence.features_t = outputs(
-            net, split.target, target_sample(split.target), split.target, accelerator, features, stop)
-    return evidence
+        val = snapshot("source_val")
+        found.logits_val, found.labels_val = val.logits, val.labels
+        found.features_val = val.features_of(val.index) if features else None
+    if split.target is not None:
+        target = snapshot("target", target_sample(split.target))
+        found.logits_t = target.logits
+        found.features_t = target.features_of(target.index) if features else None
+    return found
 
 
 def score(names: list[str], evidence: Evidence) -> tuple[dict, list[str]]:
@@ -404,47 +342,43 @@ def score(names: list[str], evidence: Evidence) -> tuple[dict, list[str]]:
     return values, missing
 
 
-def during_training(model, split, accelerator, config: TrainConfig, stop=None) -> dict:
+def during_training(snapshot: Snapshot, config: TrainConfig) -> dict:
     """The scores of the rules that train nothing, for an evaluation's record (select/*)."""
     names = selection_rules(config, trains=False)
-    if not names:
-        return {}
-    net = accelerator.unwrap_model(model)
-    return score(names, gather(net, split, accelerator, features=False, stop=stop))[0]
+    return score(names, evidence(snapshot, features=False))[0] if names else {}
 
 
-def end_of_run(config: TrainConfig, model, accelerator, split, steps: int, channels_last: bool = False,
+def end_of_run(config: TrainConfig, snapshot: Snapshot, steps: int, channels_last: bool = False,
                stop=None, log=None) -> dict:
-    """Every score --select_rules asks for, of the trained model: select/<name> for results.json
-    and the trackers (`log(values, step)`), and `select_images` (how many images they read). Seeded, on its own
-    random stream: the same after a resume, and training's own streams are left as they were.
-    A stop signal skips what is left (the model is trained and saved regardless)."""
-    from dann.train import StopRequested
-
+    """Every score --select_rules asks for, of the trained model (its last evaluation's pass,
+    `snapshot`): select/<name> for results.json and the trackers (`log(values, step)`), and
+    `select_images` (how many images they read). Seeded, on its own random stream: the same
+    after a resume, and training's own streams are left as they were. A stop signal skips what
+    is left (the model is trained and saved regardless)."""
     names = selection_rules(config)
     if not names:
         return {}
-    net = accelerator.unwrap_model(model)
+    accelerator, split = snapshot.accelerator, snapshot.split
     device = accelerator.device
     devices = [device.index if device.index is not None else torch.cuda.current_device()] \
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
         try:
-            evidence = gather(net, split, accelerator, features=True, stop=stop)
+            found = evidence(snapshot, features=bool(features_wanted(config, split)))
         except StopRequested:
             warn("stop signal: the selection scores are skipped")
             return {}
         target_index = target_sample(split.target) if split.target is not None else torch.arange(0)
         budget = min(config.rv_steps, max(1, steps // 4))  # adds at most a quarter to the training time
-        evidence.run = RunContext(config, accelerator, split, target_index, budget, channels_last, stop)
-        values, missing = score(names, evidence)
+        found.run = RunContext(config, accelerator, split, target_index, budget, channels_last, stop)
+        values, missing = score(names, found)
     if missing:
         note(f"selection scores not computed: {'; '.join(missing)}")
     if values and log is not None:
         log(values, steps)
-    counts = {"source_val": 0 if evidence.logits_val is None else len(evidence.logits_val),
-              "target": 0 if evidence.logits_t is None else len(evidence.logits_t)}
+    counts = {"source_val": 0 if found.logits_val is None else len(found.logits_val),
+              "target": 0 if found.logits_t is None else len(found.logits_t)}
     return {**values, "select_images": counts}
 
 

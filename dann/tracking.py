@@ -18,7 +18,8 @@ import torch
 from dann import selection
 from dann.config import TrainConfig
 from dann.errors import note, warn
-from dann.train import StopRequested
+from dann.outputs import Snapshot, evaluated
+from dann.signals import StopRequested
 
 SUMMARY_KEYS = ("target_acc", "best_target_acc", "source_acc")
 
@@ -149,25 +150,18 @@ def log_summary(accelerator, summary: dict) -> None:
 
 # ---------------------------------------------------------------------------- figures
 
-def _sample(domain, n: int, seed: int) -> torch.Tensor:
-    """Indices of up to n examples of the domain, the same for the same seed."""
-    generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(len(domain), generator=generator)[:n].sort().values
+def tsne_sample(domain, n: int, seed: int) -> torch.Tensor:
+    """Up to n of the domain's evaluated examples, the same for the same seed."""
+    index = evaluated(domain)
+    return index[torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))[:n].sort().values]
 
 
-@torch.no_grad()
-def embed_sample(model, domain, n: int, seed: int, batch_size: int, stop=None) -> tuple[np.ndarray, np.ndarray]:
-    """Features (n, d) (`model.embed`: G_f or a method's shared code) and labels of a sample
-    of the domain, on this process. A stop signal interrupts it between batches."""
-    model.eval()
-    index = _sample(domain, n, seed)
-    features = []
-    for i in index.split(batch_size):
-        if stop is not None and stop.signum is not None:
-            raise StopRequested
-        features.append(model.embed(domain.eval_inputs(i)).float().cpu())
-    model.train()
-    return torch.cat(features).numpy(), domain.labels[index.to(domain.device)].cpu().numpy()
+def features_wanted(config: TrainConfig, split) -> dict[str, torch.Tensor]:
+    """The examples whose features the t-SNE shows (computed in the last evaluation's pass)."""
+    if not config.tsne:
+        return {}
+    return {"source_test": tsne_sample(split.source_test, config.tsne_samples, config.seed),
+            "test": tsne_sample(split.test, config.tsne_samples, config.seed + 1)}
 
 
 def tsne_2d(features: np.ndarray, seed: int) -> np.ndarray:
@@ -221,47 +215,43 @@ def plot_confusion(counts: np.ndarray, classes: list[str], title: str, path: Pat
     plt.close(fig)
 
 
-def images_of(domain):
-    """A domain's unlabeled images, batch by batch (none for None)."""
-    return (x for x, _ in domain.eval_batches()) if domain is not None else iter(())
-
-
-def end_of_run_figures(accelerator, model, split, confusion: list, config: TrainConfig, out_dir: Path,
+def end_of_run_figures(accelerator, snapshot: Snapshot, confusion: list, config: TrainConfig, out_dir: Path,
                        prefix: str = "", stop=None) -> dict:
     """The target confusion matrix (of the last evaluation) and, with --tsne, the t-SNE of
-    source and target test features (by class, by domain): PNGs in out_dir, images in W&B.
-    Returns the figures' paths for results.json. Main process only; a stop signal during
-    the t-SNE's feature pass skips the t-SNE (the model is trained and saved regardless)."""
+    source and target test features (by class, by domain), read from the last evaluation's pass
+    (`snapshot`): PNGs in out_dir, images in W&B. Returns the figures' paths for results.json.
+    Every process takes part in the pass, the main process draws; a stop signal during the pass
+    skips the t-SNE (the model is trained and saved regardless)."""
+    sample = None
+    if config.tsne:
+        try:
+            wanted = features_wanted(config, snapshot.split)
+            sample = {name: (snapshot(name).features_of(index).cpu().numpy(),
+                             snapshot(name, index).labels.cpu().numpy()) for name, index in wanted.items()}
+        except StopRequested:
+            warn("stop signal: the t-SNE figures are skipped")
     if not accelerator.is_main_process:
         return {}
     out_dir.mkdir(parents=True, exist_ok=True)
     key = f"{prefix}/" if prefix else ""
+    split = snapshot.split
     source, target = split.source_test, split.test
     where = f"{source.name}->{target.name}"
     files = {"confusion_matrix": out_dir / "confusion_matrix.png"}
     plot_confusion(np.array(confusion), split.classes, f"target confusion matrix ({where})", files["confusion_matrix"])
-    if config.tsne:
+    if sample is not None:
         start = time.time()
-        net = accelerator.unwrap_model(model)
-        adapting = split.target is not None  # each domain's features as predict sees them (AdaBN)
-        try:
-            with net.evaluation_statistics(images_of(split.train if adapting else None)):
-                f_s, y_s = embed_sample(net, source, config.tsne_samples, config.seed, config.batch_size, stop)
-            with net.evaluation_statistics(images_of(split.target)):
-                f_t, y_t = embed_sample(net, target, config.tsne_samples, config.seed + 1, config.batch_size, stop)
-        except StopRequested:
-            warn("stop signal: the t-SNE figures are skipped")
-        else:
-            note(f"t-SNE of {len(f_s) + len(f_t)} features of {source.name} and {target.name} ...")
-            points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
-            domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
-            files["tsne_by_class"] = out_dir / "tsne_by_class.png"
-            files["tsne_by_domain"] = out_dir / "tsne_by_domain.png"
-            plot_tsne(points, np.concatenate([y_s, y_t]), split.classes,
-                      f"t-SNE of features, by class ({where})", files["tsne_by_class"])
-            plot_tsne(points, domain, [source.name, target.name],
-                      f"t-SNE of features, by domain ({where})", files["tsne_by_domain"])
-            note(f"t-SNE done in {time.time() - start:.0f} s -> {files['tsne_by_class'].parent}")
+        (f_s, y_s), (f_t, y_t) = sample["source_test"], sample["test"]
+        note(f"t-SNE of {len(f_s) + len(f_t)} features of {source.name} and {target.name} ...")
+        points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
+        domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
+        files["tsne_by_class"] = out_dir / "tsne_by_class.png"
+        files["tsne_by_domain"] = out_dir / "tsne_by_domain.png"
+        plot_tsne(points, np.concatenate([y_s, y_t]), split.classes,
+                  f"t-SNE of features, by class ({where})", files["tsne_by_class"])
+        plot_tsne(points, domain, [source.name, target.name],
+                  f"t-SNE of features, by domain ({where})", files["tsne_by_domain"])
+        note(f"t-SNE done in {time.time() - start:.0f} s -> {files['tsne_by_class'].parent}")
     run = wandb_run(accelerator)
     if run is not None:
         import wandb

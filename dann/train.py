@@ -2,10 +2,12 @@
 
 `fit(config, model, accelerator, split)` trains a `Method` (dann/methods/) and evaluates it;
 it knows nothing of backbones or datasets (the tests drive it with an MLP on two moons).
-One epoch of training is `train_one_epoch`; `evaluate` scores a domain. The step never
-waits for the host: a non-finite loss skips the update on the device (`NonFiniteGuard`)
-and is reported at the next check, every --log_every steps and at each epoch's end, where
-the processes of a multi-process run also agree on a stop signal.
+One epoch of training is `train_one_epoch`; an evaluation scores the target and source test
+domains in one pass each (`dann.outputs.Snapshot`) and hands that pass to the caller's hook
+(`on_evaluate`: the selection scores). The step never waits for the host: a non-finite loss
+skips the update on the device (`NonFiniteGuard`) and is reported at the next check, every
+--log_every steps and at each epoch's end, where the processes of a multi-process run also
+agree on a stop signal.
 """
 from __future__ import annotations
 
@@ -19,17 +21,20 @@ import torch
 from accelerate import Accelerator
 from tqdm.auto import tqdm
 
-from dann import checkpoint, selection
+from dann import checkpoint
 from dann.config import TrainConfig
 from dann.data import cycle
 from dann.datasets import Split
 from dann.errors import UserError
-from dann.schedules import lr_factor
+from dann.optim import lr_at, make_optimizer, release_optimizer, set_lr
+from dann.outputs import Snapshot
+from dann.signals import Interrupted, StopRequested
 
 
 @dataclass
-class Progress:
-    """Where training is; drives the alpha and lr schedules (saved with checkpoints).
+class TrainState:
+    """Where training is (saved with checkpoints as progress.json). The schedules read
+    p = step / total_steps, the `progress` every method's step receives.
 
     `partial` holds the running train-metric sums of an epoch stopped midway by a signal,
     so that the resumed epoch reports the same averages as an uninterrupted one.
@@ -47,10 +52,6 @@ class Progress:
 
     def load_state_dict(self, state: dict) -> None:
         self.__dict__.update(state)
-
-
-class StopRequested(Exception):
-    """A stop signal arrived during evaluation: the caller checkpoints and stops."""
 
 
 class NonFiniteGuard:
@@ -105,55 +106,16 @@ def nonfinite_message(step: int, folder: Path | None) -> str:
     return f"the loss is not finite (nan or inf) at step {step}; stopped without updating the weights; {keep}"
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """SGD over the method's parameter groups (`Method.param_groups`: each with its `lr_mult`)."""
-    groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": model.parameters()}]
-    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad], "lr_mult": g.get("lr_mult", 1.0)}
-              for g in groups]
-    for g in groups:
-        g["lr"] = config.lr * g["lr_mult"]
-    kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    try:  # fused: one kernel for all parameters, and it can skip a step on the device
-        return torch.optim.SGD(groups, fused=True, **kwargs)
-    except RuntimeError:  # a device without fused SGD
-        return torch.optim.SGD(groups, **kwargs)
+class EvaluationHook:
+    """What runs at each evaluation besides the accuracies (dann/run.py: the selection scores).
+    `features_wanted` says, before the pass, which examples' G_f features the hook will read
+    ({Split field: example index}); calling it gives the pass and returns values for the log."""
 
+    def features_wanted(self, split: Split, final: bool) -> dict[str, torch.Tensor]:
+        return {}
 
-def release_optimizer(optimizer) -> None:
-    """Training is over: its gradients and momentum go (for AlexNet + G_d, 0.9 GB), before
-    the end-of-run scores, reverse validation's retraining among them, allocate their own."""
-    inner = getattr(optimizer, "optimizer", optimizer)  # AcceleratedOptimizer wraps the torch one
-    inner.zero_grad(set_to_none=True)
-    inner.state.clear()
-
-
-# ---------------------------------------------------------------------------- evaluation
-
-@torch.no_grad()
-def evaluate(model, domain, accelerator: Accelerator, num_classes: int, stop=None, desc: str = "",
-             unlabeled=None) -> dict:
-    """Accuracy and confusion matrix (true, predicted) over the whole domain, each example
-    counted once across processes: every process scores a disjoint shard and the counts are
-    summed. With one process a stop signal interrupts it between batches (StopRequested).
-    unlabeled: the domain's unlabeled training images, for methods that look at them before
-    predicting (`Method.evaluation_statistics`: AdaBN); their labels never reach the method."""
-    net = accelerator.unwrap_model(model)
-    images = (x for x, _ in unlabeled.eval_batches()) if unlabeled is not None else iter(())  # no labels
-    counts = torch.zeros(num_classes * num_classes, dtype=torch.long, device=accelerator.device)
-    batches = tqdm(domain.eval_batches(), total=domain.num_eval_batches(), desc=desc, leave=False,
-                   disable=not accelerator.is_local_main_process, dynamic_ncols=True)
-    with net.evaluation_statistics(images):
-        model.eval()
-        for x, y in batches:
-            counts += torch.bincount(y * num_classes + model(x).argmax(1), minlength=num_classes ** 2)
-            if stop is not None and stop.signum is not None and accelerator.num_processes == 1:
-                batches.close()
-                model.train()
-                raise StopRequested
-    model.train()
-    matrix = accelerator.reduce(counts, reduction="sum").view(num_classes, num_classes).cpu()
-    total = int(matrix.sum())
-    return {"acc": float(matrix.trace()) / max(total, 1), "total": total, "confusion": matrix.tolist()}
+    def __call__(self, snapshot: Snapshot, final: bool) -> dict:
+        return {}
 
 
 # ---------------------------------------------------------------------------- training
@@ -175,61 +137,69 @@ class Run:
     last_step: int
     source_stream: object  # labeled batches, cycled (dann.data.cycle): a function of the step
     target_stream: object = None
+    on_evaluate: EvaluationHook = field(default_factory=EvaluationHook)
+    quiet: bool = False
 
 
-def train_one_epoch(run: Run, progress: Progress) -> None:
-    """Train from progress.step to the end of the epoch (or run.last_step); append the
-    epoch's record (mean train metrics) to progress.history."""
+def train_step(run: Run, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor | None, progress: float) -> dict:
+    """One update: the method's loss, backward (DDP's all-reduce), the non-finite guard,
+    clipping, the optimizer step; returns the metrics to log."""
+    loss, metrics = run.model(x_s, y_s, x_t, progress)
+    run.guard.check(loss)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.accelerator.backward(loss)
+    run.guard.before_step(run.model.parameters())
+    if run.config.clip_grad:
+        metrics["grad_norm"] = run.accelerator.clip_grad_norm_(run.model.parameters(), run.config.clip_grad)
+    run.optimizer.step()
+    return metrics
+
+
+def train_one_epoch(run: Run, state: TrainState) -> None:
+    """Train from state.step to the end of the epoch (or run.last_step); append the
+    epoch's record (mean train metrics) to state.history."""
     config, accelerator = run.config, run.accelerator
     steps_per_epoch = run.steps_per_epoch
-    epoch = progress.epoch
-    tensors = progress.partial.get("tensor_keys", [])  # metrics summed on the device, the rest on the host
+    epoch = state.epoch
+    tensors = state.partial.get("tensor_keys", [])  # metrics summed on the device, the rest on the host
     sums = {k: torch.tensor(v, device=accelerator.device) if k in tensors else v
-            for k, v in progress.partial.get("sums", {}).items()}
-    count, progress.partial = progress.partial.get("count", 0), {}
-    start = progress.step - epoch * steps_per_epoch
+            for k, v in state.partial.get("sums", {}).items()}
+    count, state.partial = state.partial.get("count", 0), {}
+    start = state.step - epoch * steps_per_epoch
     end = min(steps_per_epoch, run.last_step - epoch * steps_per_epoch)
     bar = tqdm(total=end, initial=start, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-               disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+               disable=run.quiet or not accelerator.is_local_main_process, dynamic_ncols=True)
     with bar:  # closed before anything else prints
-        while progress.step < min(run.last_step, (epoch + 1) * steps_per_epoch):
+        while state.step < min(run.last_step, (epoch + 1) * steps_per_epoch):
             x_s, y_s = next(run.source_stream)
-            p = progress.step / run.total_steps
-            lr = config.lr * lr_factor(p, epoch, config.lr_schedule, config.step_size, config.gamma)
-            for group in run.optimizer.param_groups:  # each group keeps its multiple of --lr
-                group["lr"] = lr * group["lr_mult"]
+            progress = state.step / run.total_steps
+            lr = lr_at(config, progress, epoch)
+            set_lr(run.optimizer, lr)
             x_t = next(run.target_stream)[0] if run.target_stream else None  # target labels: never used
-            loss, metrics = run.model(x_s, y_s, x_t, p)
-            run.guard.check(loss)
-            run.optimizer.zero_grad(set_to_none=True)
-            accelerator.backward(loss)
-            run.guard.before_step(run.model.parameters())
-            if config.clip_grad:
-                metrics["grad_norm"] = accelerator.clip_grad_norm_(run.model.parameters(), config.clip_grad)
-            run.optimizer.step()
-            progress.step += 1
+            metrics = train_step(run, x_s, y_s, x_t, progress)
+            state.step += 1
             bar.update(1)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + (v.detach().float() if torch.is_tensor(v) else v)
             count += 1
-            at_check = progress.step % config.log_every == 0 or progress.step == run.last_step
+            at_check = state.step % config.log_every == 0 or state.step == run.last_step
             if at_check:
                 run.guard.raise_if_bad(run.folder)
                 logs = {f"train/{k}": float(v) / count for k, v in sums.items()}
-                run.log({**logs, "train/lr": lr, "train/epoch": epoch}, progress.step)
+                run.log({**logs, "train/lr": lr, "train/epoch": epoch}, state.step)
                 bar.set_postfix({k.split("/")[1]: f"{v:.3f}" for k, v in logs.items()})
-            if progress.step >= run.last_step or progress.step == (epoch + 1) * steps_per_epoch:
+            if state.step >= run.last_step or state.step == (epoch + 1) * steps_per_epoch:
                 break
             if stop_agreed(run, at_check):
                 run.guard.raise_if_bad(run.folder)
-                progress.partial = {"sums": {k: float(v) for k, v in sums.items()}, "count": count,
-                                    "tensor_keys": [k for k, v in sums.items() if torch.is_tensor(v)]}
-                interrupt(run, progress)
+                state.partial = {"sums": {k: float(v) for k, v in sums.items()}, "count": count,
+                                 "tensor_keys": [k for k, v in sums.items() if torch.is_tensor(v)]}
+                interrupt(run, state)
     run.guard.raise_if_bad(run.folder)
-    if progress.step == (epoch + 1) * steps_per_epoch:
-        progress.epoch += 1
-    progress.history.append({"epoch": epoch + 1, "step": progress.step,
-                             **{f"train/{k}": float(v) / max(count, 1) for k, v in sums.items()}})
+    if state.step == (epoch + 1) * steps_per_epoch:
+        state.epoch += 1
+    state.history.append({"epoch": epoch + 1, "step": state.step,
+                          **{f"train/{k}": float(v) / max(count, 1) for k, v in sums.items()}})
 
 
 def stop_agreed(run: Run, at_check: bool) -> bool:
@@ -244,98 +214,101 @@ def stop_agreed(run: Run, at_check: bool) -> bool:
     return run.accelerator.reduce(flag, reduction="sum").item() > 0
 
 
-def interrupt(run: Run, progress: Progress):
-    """Save a checkpoint after a SIGTERM/SIGINT and raise checkpoint.Interrupted."""
+def interrupt(run: Run, state: TrainState):
+    """Save a checkpoint after a SIGTERM/SIGINT and raise signals.Interrupted."""
     signum = (run.stop.signum if run.stop is not None else None) or signal.SIGTERM
     name = signal.Signals(signum).name
     if run.folder is None:
-        raise checkpoint.Interrupted(f"{name} at step {progress.step}; no --output_dir, nothing saved", signum)
-    path = checkpoint.save(run.accelerator, run.folder, progress, run.config)
-    raise checkpoint.Interrupted(
-        f"{name} at step {progress.step}: checkpoint saved to {path}; to continue, run the same "
+        raise Interrupted(f"{name} at step {state.step}; no --output_dir, nothing saved", signum)
+    path = checkpoint.save(run.accelerator, run.folder, state, run.config)
+    raise Interrupted(
+        f"{name} at step {state.step}: checkpoint saved to {path}; to continue, run the same "
         f"command with --resume auto --output_dir {run.config.output_dir}", signum)
 
 
-def evaluate_epoch(run: Run, progress: Progress) -> None:
-    """Target and source accuracy after an epoch, into its history record, the log and stdout."""
+def evaluate_epoch(run: Run, state: TrainState) -> None:
+    """Target and source accuracy after an epoch (one pass over each domain, which the hook's
+    scores read too), into its history record, the log and stdout."""
     split, accelerator = run.split, run.accelerator
+    final = state.step >= run.last_step
+    snapshot = Snapshot(run.model, split, accelerator, run.stop, run.on_evaluate.features_wanted(split, final))
     try:
-        adapting = split.target is not None  # not the trained-on-target upper bound
-        target = evaluate(run.model, split.test, accelerator, len(split.classes), run.stop,
-                          f"eval {split.test.name}", unlabeled=split.target)
-        source = evaluate(run.model, split.source_test, accelerator, len(split.classes), run.stop,
-                          f"eval {split.source_test.name}", unlabeled=split.train if adapting else None)
-        scores = selection.during_training(run.model, split, accelerator, run.config, run.stop)  # select/*
+        target = snapshot.accuracy("test", len(split.classes))
+        source = snapshot.accuracy("source_test", len(split.classes))
+        scores = run.on_evaluate(snapshot, final)  # select/*
     except StopRequested:
-        interrupt(run, progress)  # pending_eval stays set: the resumed run evaluates first
-    record = progress.history[-1]
+        interrupt(run, state)  # pending_eval stays set: the resumed run evaluates first
+    record = state.history[-1]
     record.update({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"], **scores})
-    progress.last_eval = {"target_acc": target["acc"], "source_acc": source["acc"], "num_target": target["total"],
-                          "num_source": source["total"], "confusion": target["confusion"]}
-    run.log({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"], **scores}, progress.step)
-    accelerator.print(f"epoch {record['epoch']}/{run.config.epochs} step {progress.step}: "
-                      + " ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
+    state.last_eval = {"target_acc": target["acc"], "source_acc": source["acc"], "num_target": target["total"],
+                       "num_source": source["total"], "confusion": target["confusion"]}
+    run.log({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"], **scores}, state.step)
+    if not run.quiet:
+        accelerator.print(f"epoch {record['epoch']}/{run.config.epochs} step {state.step}: "
+                          + " ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
 
 
 def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, log=None, stop=None,
-        progress: Progress | None = None) -> tuple[torch.nn.Module, dict]:
+        state: TrainState | None = None, on_evaluate: EvaluationHook | None = None,
+        quiet: bool = False) -> tuple[torch.nn.Module, dict]:
     """Train `model` (a Method) on `split`, evaluating every config.eval_every epochs and at
     the end; returns the prepared model and the results dict.
 
     log(values, step): where metrics go (default accelerator.log). stop: an object whose
     `signum` becomes a signal number when the run should stop (the scripts install
-    `checkpoint.StopOnSignal`); fit installs no signal handlers itself. With
-    config.output_dir set, checkpoints go to <output_dir>/checkpoints: every
-    config.checkpoint_every epochs and on a stop (then `checkpoint.Interrupted` is raised);
-    config.resume continues from one. A non-finite loss raises UserError.
+    `signals.StopOnSignal`); fit installs no signal handlers itself. on_evaluate: what else
+    each evaluation computes from its pass (an EvaluationHook). With config.output_dir set,
+    checkpoints go to <output_dir>/checkpoints: every config.checkpoint_every epochs and on a
+    stop (then `signals.Interrupted` is raised); config.resume continues from one. A
+    non-finite loss raises UserError. quiet: no progress bar and no epoch lines.
     """
     steps_per_epoch = config.iters_per_epoch or split.train.steps_per_epoch()
     total_steps = config.epochs * steps_per_epoch
     last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
     optimizer = make_optimizer(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
-    progress = progress or Progress()
+    state = state or TrainState()
     folder = checkpoint.checkpoint_dir(config.output_dir) if config.output_dir else None
     resume_from = checkpoint.find_resume(config.resume, config.output_dir)
     if resume_from:
-        checkpoint.load(accelerator, resume_from, progress, config)
+        checkpoint.load(accelerator, resume_from, state, config)
     elif config.resume:
         accelerator.print(f"--resume {config.resume}: no checkpoint in {folder} yet, starting fresh")
     elif folder:
         checkpoint.check_fresh(config.output_dir)
     needs_target = accelerator.unwrap_model(model).needs_target
-    run = Run(config, model, optimizer, accelerator, split, NonFiniteGuard(accelerator, optimizer, progress.step),
+    run = Run(config, model, optimizer, accelerator, split, NonFiniteGuard(accelerator, optimizer, state.step),
               log or accelerator.log, stop, folder, steps_per_epoch, total_steps, last_step,
-              cycle(split.train, progress.step), cycle(split.target, progress.step) if needs_target else None)
+              cycle(split.train, state.step), cycle(split.target, state.step) if needs_target else None,
+              on_evaluate or EvaluationHook(), quiet)
     start_time = time.time()
 
     def checkpoint_if_due():  # after a whole number of --checkpoint_every epochs
-        if (folder and config.checkpoint_every and progress.step == progress.epoch * steps_per_epoch
-                and progress.epoch % config.checkpoint_every == 0):
-            checkpoint.save(accelerator, folder, progress, config)
+        if (folder and config.checkpoint_every and state.step == state.epoch * steps_per_epoch
+                and state.epoch % config.checkpoint_every == 0):
+            checkpoint.save(accelerator, folder, state, config)
 
     model.train()
     while True:
-        if progress.pending_eval:
-            evaluate_epoch(run, progress)
-            progress.pending_eval = False
+        if state.pending_eval:
+            evaluate_epoch(run, state)
+            state.pending_eval = False
             checkpoint_if_due()
-        if progress.step >= last_step:
+        if state.step >= last_step:
             break
         if stop_agreed(run, at_check=True):
-            interrupt(run, progress)
-        train_one_epoch(run, progress)
-        progress.pending_eval = progress.epoch % config.eval_every == 0 or progress.step >= last_step
-        if not progress.pending_eval:
+            interrupt(run, state)
+        train_one_epoch(run, state)
+        state.pending_eval = state.epoch % config.eval_every == 0 or state.step >= last_step
+        if not state.pending_eval:
             checkpoint_if_due()
     release_optimizer(optimizer)
-    history, last = progress.history, progress.last_eval
+    history, last = state.history, state.last_eval
     evaluated = [r for r in history if "eval/target_acc" in r]
     best = max(evaluated, key=lambda r: r["eval/target_acc"])
     return model, {
         "target_acc": last["target_acc"], "best_target_acc": best["eval/target_acc"], "best_epoch": best["epoch"],
         "source_acc": last["source_acc"], "num_target_eval": last["num_target"],
-        "num_source_eval": last["num_source"], "confusion_matrix": last["confusion"], "steps": progress.step,
+        "num_source_eval": last["num_source"], "confusion_matrix": last["confusion"], "steps": state.step,
         "epochs": history, "train_seconds": time.time() - start_time,
     }
-

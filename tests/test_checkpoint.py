@@ -239,7 +239,8 @@ def test_skipped_update_leaves_the_weights_of_the_last_good_step(precision):
     from accelerate.optimizer import AcceleratedOptimizer
 
     from dann.config import TrainConfig
-    from dann.train import NonFiniteGuard, make_optimizer
+    from dann.optim import make_optimizer
+    from dann.train import NonFiniteGuard
 
     accelerator = Accelerator(cpu=True)
     model = torch.nn.Linear(3, 2)
@@ -279,6 +280,26 @@ def test_fresh_run_refuses_a_folder_with_checkpoints_and_resume_checks_flags(dat
     (out / "results.json").unlink()
     assert main("dann", flags(data, out, "--resume", "auto", "--epochs", "2")) == 0
     assert json.loads((out / "results.json").read_text())["steps"] == 2 * STEPS_PER_EPOCH
+
+
+@pytest.mark.parametrize("method, flag, first, then", [("dann", "discriminator_width", 8, 16),
+                                                      ("dann", "bottleneck_dim", 8, 4),
+                                                      ("cdan", "cdan_random_dim", 8, 16),
+                                                      ("dsn", "dsn_decoder_width", 32, 64)])
+def test_resume_refuses_another_architecture_flag(data, capsys, method, flag, first, then):
+    """The flags a checkpoint must match come from the plug-ins' declarations (hparam(...,
+    architecture=True)): a plug-in's new flag that shapes a network is checked without a list to update."""
+    from dann.config import make_config
+
+    out = data.parent / "run"
+    extra = ["--method", method, "--discriminator", "bn_mlp"] if flag == "discriminator_width" else ["--method", method]
+    assert flag in make_config(method=method, discriminator="bn_mlp").must_match()
+    first_run = flags(data, out, "--checkpoint_every", "1", "--epochs", "1", *extra, f"--{flag}", str(first))
+    assert main("dann", first_run) == 0
+    capsys.readouterr()
+    assert main("dann", flags(data, out, "--resume", "auto", "--epochs", "2", *extra, f"--{flag}", str(then))) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and f"--{flag} ({first} there, {then} now)" in error[0], error
 
 
 def test_resume_refuses_a_pickle_that_runs_code(data, tmp_path, capsys):

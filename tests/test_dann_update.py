@@ -37,7 +37,7 @@ def test_combined_update_equals_three_backward_calls():
     assert all(p.grad.abs().sum() > 0 for p in model.parameters())  # every branch received gradient
     # The combined loss's backward, its sign flipped, leaves in .grad the three calls' gradient
     # minus its own: one float64 gradient beside the weights, no copies (the check held 5 GB before).
-    loss, _ = model.step((x_s, y_s), x_t, progress=0.3)  # constant alpha: progress does not matter
+    loss, _ = model.step(x_s, y_s, x_t, progress=0.3)  # constant alpha: progress does not matter
     (-loss).backward()
     # float64 rounding leaves 1e-16 here; an alpha 1% off in the three calls leaves 6e-6
     for name, p in model.named_parameters():

@@ -122,7 +122,7 @@ def test_entropy_weights_range_and_extremes():
 def test_cdan_step_trains_everything_and_detaches_g(make_method, entropy_conditioning):
     method = make_method("cdan", entropy_conditioning=entropy_conditioning, alpha=1.0)
     (x_s, y_s), x_t = batches()
-    loss, metrics = method.step((x_s, y_s), x_t, progress=0.3)
+    loss, metrics = method.step(x_s, y_s, x_t, progress=0.3)
     assert torch.isfinite(loss)
     assert set(metrics) == {"class_loss", "domain_loss", "domain_acc", "class_acc", "alpha"}
     step_grads = gradients(method, loss)
@@ -206,7 +206,7 @@ def test_dsn_vector_inputs_use_the_backbones_decoder(make_method):
 def test_dsn_step_trains_every_parameter(make_method, builder, side):
     method = make_method("dsn", builder)
     (x_s, y_s), x_t = batches(side=side)
-    loss, metrics = method.step((x_s, y_s), x_t, progress=0.5)
+    loss, metrics = method.step(x_s, y_s, x_t, progress=0.5)
     assert torch.isfinite(loss)
     assert set(metrics) == {"class_loss", "recon_loss", "difference_loss", "similarity_loss",
                             "domain_acc", "class_acc", "alpha"}
@@ -218,7 +218,7 @@ def test_dsn_reconstruction_trains_the_private_encoders(make_method):
     """With L_difference off, E_p^s and E_p^t learn from L_recon alone: D sees E_c(x) + E_p(x)."""
     method = make_method("dsn", dsn_difference=0.0)
     (x_s, y_s), x_t = batches()
-    grads = gradients(method, method.step((x_s, y_s), x_t, 0.5)[0])
+    grads = gradients(method, method.step(x_s, y_s, x_t, 0.5)[0])
     assert all(grads[n].abs().sum() > 0 for n in grads if n.startswith(("private_s.", "private_t.")))
 
 
@@ -232,7 +232,7 @@ def test_forward_dispatches_to_predict_and_step(make_method, name):
     assert method.predict(x_s).shape == (4, NUM_CLASSES)
     assert torch.equal(method(x_s), method.predict(x_s))
     assert torch.equal(method.embed(x_s), method.features(x_s))
-    loss, metrics = method.step((x_s, y_s), x_t, 0.7)
+    loss, metrics = method.step(x_s, y_s, x_t, 0.7)
     loss_fwd, metrics_fwd = method(x_s, y_s, x_t, 0.7)
     assert torch.equal(loss, loss_fwd) and metrics.keys() == metrics_fwd.keys()
     assert all(torch.equal(torch.as_tensor(metrics[k]), torch.as_tensor(metrics_fwd[k])) for k in metrics)
@@ -261,10 +261,10 @@ def test_the_target_terms_reach_every_method_that_takes_them(make_method):
     (x_s, y_s), x_t = batches()
     for method in ("dann", "cdan", "dsn", "mcc", "pseudo_labels"):
         plain = make_method(method, mcc_weight=0.0, entropy_weight=0.0)
-        loss_plain, metrics = plain.step((x_s, y_s), x_t, 0.5)
+        loss_plain, metrics = plain.step(x_s, y_s, x_t, 0.5)
         assert "mcc_loss" not in metrics and "entropy" not in metrics
         with_terms = make_method(method, mcc_weight=2.0, entropy_weight=0.5)
-        loss, metrics = with_terms.step((x_s, y_s), x_t, 0.5)
+        loss, metrics = with_terms.step(x_s, y_s, x_t, 0.5)
         expected = loss_plain + 2.0 * metrics["mcc_loss"] + 0.5 * metrics["entropy"]  # same weights (seeded)
         assert torch.allclose(loss, expected, atol=1e-5), method
 
@@ -272,10 +272,10 @@ def test_the_target_terms_reach_every_method_that_takes_them(make_method):
 def test_pseudo_labels_use_only_confident_target_predictions(make_method):
     (x_s, y_s), x_t = batches()
     never = make_method("pseudo_labels", pl_threshold=1.0)  # no softmax reaches 1 on a random net
-    _, metrics = never.step((x_s, y_s), x_t, 0.5)
+    _, metrics = never.step(x_s, y_s, x_t, 0.5)
     assert metrics["pl_fraction"] == 0 and metrics["pl_loss"] == 0
     always = make_method("pseudo_labels", pl_threshold=0.0)
-    loss, metrics = always.step((x_s, y_s), x_t, 1.0)
+    loss, metrics = always.step(x_s, y_s, x_t, 1.0)
     assert metrics["pl_fraction"] == 1 and metrics["pl_loss"] > 0
     assert metrics["pl_weight"] == pytest.approx(1.0, abs=1e-3)  # the ramp at p = 1
     assert_every_parameter_trained(always, loss)
@@ -308,7 +308,7 @@ def test_adabn_without_batch_norm_is_refused(make_method):
 # --- how parameters learn: groups, clipping ---------------------------------------------------
 
 def test_param_groups_give_the_backbone_its_lr_multiplier(make_method):
-    from dann.train import make_optimizer
+    from dann.optim import make_optimizer
 
     method = make_method("dann", backbone_lr_mult=0.1, bottleneck_dim=5)
     groups = {g["name"]: g for g in method.param_groups()}
@@ -352,7 +352,7 @@ def test_the_loop_keeps_each_groups_multiple_and_clips(monkeypatch):
         optimizer.step = recorded_step
         return optimizer
 
-    from dann.train import make_optimizer
+    from dann.optim import make_optimizer
     monkeypatch.setattr(dann.train, "make_optimizer", recording_optimizer)
     logs = []
     dann.train.fit(config, build(config, NUM_CLASSES), Accelerator(cpu=True), split,

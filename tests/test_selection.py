@@ -204,8 +204,8 @@ def test_results_of_every_method_carry_the_selection_scores(method, pacs16, tmp_
              "--epochs", "2", "--num_workers", "0", "--no-tsne", "--source_val", "0.25", "--output_dir", str(out),
              "--cache_dir", str(tmp_path / "cache")]
     flags += ["--bottleneck_dim", "8"] if method == "adabn" else []  # AdaBN needs batch norm
-    assert main("baseline" if method == plugins.BASELINE else "dann",
-                flags + ([] if method == plugins.BASELINE else ["--method", method])) == 0
+    script = plugins.script_of(method)
+    assert main(script, flags + ([] if script == "baseline" else ["--method", method])) == 0
     results = json.loads((out / "results.json").read_text())
     names = [f"select/{n}" for n in plugins.SELECTION]
     assert all(math.isfinite(results[k]) for k in names), {k: results.get(k) for k in names}

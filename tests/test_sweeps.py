@@ -318,6 +318,40 @@ def test_the_training_library_never_imports_the_experiment_tier():
     assert "dann.experiments.local" in imported_modules(ROOT / "dann" / "experiments" / "grids.py")
 
 
+def test_the_library_has_no_import_circle():
+    """No library module imports one that imports it back, directly or through others, whether at
+    the top of a file or inside a function (where a circle is usually hidden)."""
+    modules = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
+               for p in (ROOT / "dann").rglob("*.py") if "experiments" not in p.parts}
+
+    def imports(path):  # `from dann.x import y` is an edge to dann.x.y when that is a module, else to dann.x
+        import ast
+
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                found |= {f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                          for alias in node.names}
+        return {n for n in found if n in modules}
+
+    graph = {name: imports(path) - {name} for name, path in modules.items()}
+    assert "dann.outputs" in graph["dann.train"] and "dann.train" in graph["dann.selection"]  # the check sees edges
+
+    def circle_from(start, seen=()):
+        for nxt in sorted(graph[start]):
+            if nxt in seen:
+                return [*seen[seen.index(nxt):], nxt]
+            found = circle_from(nxt, (*seen, nxt))
+            if found:
+                return found
+        return None
+
+    for name in sorted(graph):
+        assert circle_from(name, (name,)) is None, " -> ".join(circle_from(name, (name,)))
+
+
 def test_the_runner_counts_gpus_without_holding_torch():
     """The sweep runner lives as long as the sweep, beside every run it starts: torch (0.3 GB)
     is imported by a child that counts the GPUs and exits."""
@@ -348,6 +382,23 @@ def test_grid_from_a_methods_declared_sweep_values(tmp_path):
     refused = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "grid", "--method", "mcc", "--vary", "alpha",
                               "--out", str(out)], capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1 and "declares no sweep values for it" in refused.stderr
+
+
+def test_the_first_look_uses_the_tables_recipes():
+    """--first_look's recipes (dann/first_look.py, read by the flag parser) are the digits table's:
+    its data, its first pair, the flags every row shares and each method's first row."""
+    from dann import first_look
+    from dann.experiments.tables import load_recipes
+
+    spec = load_recipes(ROOT / "sweeps" / "tables" / "digits.yaml")
+    source, target = spec["pairs"][0].split(":")
+    assert first_look.DATA == {"dataset": spec["dataset"], "source": source, "target": target,
+                               "backbone": spec["backbones"][0]}
+    assert first_look.COMMON == spec["common"]
+    first_rows = {}
+    for row in spec["rows"]:
+        first_rows.setdefault(row.method, row.flags)
+    assert {m: r for m, r in first_look.RECIPES.items()} == {m: first_rows[m] for m in first_look.RECIPES}
 
 
 def test_the_digits_table_recipes_are_flags_of_their_methods():

@@ -23,7 +23,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dann import plugins  # noqa: E402
-from dann.backbones import Backbone, InputSpec  # noqa: E402
+from dann.backbones import Backbone  # noqa: E402
+from dann.data import InputSpec  # noqa: E402
 from dann.cli import script_main  # noqa: E402
 
 
@@ -38,9 +39,9 @@ def with_hooks(method_class):
     calls = [0]
 
     class Hooked(method_class):
-        def step(self, batch_s, batch_t, progress):
+        def step(self, x_s, y_s, x_t, progress):
             calls[0] += 1
-            loss, metrics = super().step(batch_s, batch_t, progress)
+            loss, metrics = super().step(x_s, y_s, x_t, progress)
             time.sleep(float(os.environ.get("TINY_STEP_SLEEP", 0)))
             rank = os.environ.get("RANK", "0")
             if calls[0] == int(os.environ.get("TINY_SIGNAL_AT_STEP", -1)) \
@@ -58,7 +59,7 @@ def register(monkeypatch=None) -> None:
     set_item(plugins.BACKBONES, "tiny", tiny_backbone)
     for name in list(plugins.METHODS):
         hooked = with_hooks(plugins.load(plugins.METHODS, name))
-        set_item(plugins.METHODS, name, plugins.Plugin(hooked, plugins.hparams_of(plugins.METHODS, name)))
+        set_item(plugins.METHODS, name, plugins.entry(plugins.METHODS, name)._replace(target=hooked))
 
 
 if __name__ == "__main__":

@@ -19,25 +19,8 @@ import torch
 from torch import nn
 
 from dann import plugins
+from dann.data import IMAGENET_MEAN, IMAGENET_STD, InputSpec  # noqa: F401 (the backbones' import)
 from dann.errors import UserError, warn
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What a network expects: square images of side `size` (it accepts sides from
-    `min_size` on), normalized one of three ways:
-    'imagenet': RGB in [0, 1], minus IMAGENET_MEAN, over IMAGENET_STD (torchvision weights);
-    'caffe': BGR in [0, 255] minus `mean` (the original Caffe models); 'domain': RGB in
-    [0, 1] standardized by each domain's own mean and std (networks trained from scratch)."""
-    size: int
-    min_size: int
-    normalization: str = "imagenet"
-    mean: tuple[float, ...] = IMAGENET_MEAN
-    std: tuple[float, ...] = IMAGENET_STD
-
 
 @dataclass
 class Backbone:

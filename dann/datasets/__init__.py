@@ -17,8 +17,7 @@ import psutil
 import torch
 
 from dann import plugins
-from dann.backbones import InputSpec
-from dann.data import ImageTransform, TensorDomain, crop_size, stream_seed
+from dann.data import ImageTransform, InputSpec, TensorDomain, crop_size, stream_seed
 from dann.errors import UserError
 
 
@@ -52,6 +51,15 @@ class Dataset:
 
     def files(self, domain: str, workers: int):
         """The decoding path's `DomainFiles` (datasets with `loader_path` only)."""
+        raise NotImplementedError
+
+    def loader_domain(self, files, *, device: torch.device, transform: ImageTransform, num_workers: int,
+                      **batches) -> TensorDomain:
+        """The domain of `files` decoded by DataLoader workers every epoch (`loader_path` only)."""
+        raise NotImplementedError
+
+    def sample_stats(self, files) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """'domain' normalization on the decoding path: a sample of the files' statistics (`loader_path` only)."""
         raise NotImplementedError
 
     def choose_image_size(self, spec: InputSpec, domains: list[str]) -> int:
@@ -181,13 +189,11 @@ def load_splits(dataset: Dataset, config, spec: InputSpec, *, device: torch.devi
             files = dataset.files(name, workers)
             data_path = choose_data_path(config, dataset, len(files.paths), device, world)
         if data_path == "loader":
-            from dann.datasets.folder import LoaderDomain  # folder datasets only
-
-            stats = sample_stats(files) if spec.normalization == "domain" else (None, None)
+            stats = dataset.sample_stats(files) if spec.normalization == "domain" else (None, None)
             transform = ImageTransform(device, spec, crop, hflip=dataset.hflip, mean=stats[0], std=stats[1],
                                        channels_last=channels_last)
-            domains[name, "train"] = LoaderDomain(files, device=device, num_workers=workers,
-                                                  transform=transform, **common)
+            domains[name, "train"] = dataset.loader_domain(files, device=device, num_workers=workers,
+                                                           transform=transform, **common)
             skipped += files.skipped
             continue
         arrays = {split: dataset.images(name, split, workers) for split in splits}
@@ -210,11 +216,3 @@ def load_splits(dataset: Dataset, config, spec: InputSpec, *, device: torch.devi
                           source_val=source_val)
     return result, {"data_path": data_path, "skipped_images": skipped, "classes": classes,
                     "source_val_images": {name: 0 if val is None else len(val) for name, (_, val) in held.items()}}
-
-
-def sample_stats(files, n: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """'domain' normalization on the decoding path: statistics of up to n of the domain's images."""
-    from dann.datasets.folder import decode_image
-
-    step = max(1, len(files.paths) // n)
-    return domain_stats(torch.stack([torch.from_numpy(decode_image(p, files.size)) for p in files.paths[::step][:n]]))

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
 from dann.data import TensorDomain, epoch_batches, aug_key
-from dann.datasets import Dataset
+from dann.datasets import Dataset, domain_stats
 from dann.errors import UserError, note, warn
 
 BASE_SIZE = 256  # decoded images are BASE_SIZE x BASE_SIZE; models see 224 crops of them
@@ -325,6 +325,10 @@ class LoaderDomain(TensorDomain):
         for x, y in self._load(self._eval_index_batches()):
             yield self._prepare(x, False, 0), y
 
+    def batches_of(self, index: torch.Tensor):
+        for x, y in self._load(list(index.cpu().split(self.batch_size))):
+            yield self._prepare(x, False, 0), y
+
     def eval_inputs(self, index: torch.Tensor) -> torch.Tensor:
         x = torch.stack([torch.from_numpy(decode_image(self.files.paths[i], self.files.size))
                          for i in index.tolist()])
@@ -396,6 +400,15 @@ class Folder(Dataset):
         files = dataclasses.replace(self.listing(domain), size=self.image_size)
         images, kept = decode_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
         return torch.from_numpy(images), labels_tensor(kept), kept.skipped  # the memory map itself
+
+    def loader_domain(self, files: DomainFiles, **kwargs) -> LoaderDomain:
+        return LoaderDomain(files, **kwargs)
+
+    def sample_stats(self, files: DomainFiles, n: int = 256) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Statistics of up to n of the domain's images, evenly spread."""
+        step = max(1, len(files.paths) // n)
+        sample = files.paths[::step][:n]
+        return domain_stats(torch.stack([torch.from_numpy(decode_image(p, files.size)) for p in sample]))
 
     def files(self, domain: str, workers: int) -> DomainFiles:
         files = dataclasses.replace(self.listing(domain), size=self.image_size)

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import yaml
 
+from dann import plugins
 from dann.errors import UserError
 from dann.experiments.local import Job, Runner, read_metric, resolve_launcher, slots_for
 
 SWEEP_KEYS = {"program", "method", "metric", "parameters", "command", "name", "description",
               "project", "entity", "early_terminate", "run_cap", "job"}
-METHOD_OF_PROGRAM = {"train_dann.py": "dann", "train_baseline.py": "baseline"}
+METHOD_OF_PROGRAM = {program: script for script, program in plugins.SCRIPTS.items()}  # train_dann.py: dann
 DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]  # W&B's default
 
 
@@ -79,12 +80,10 @@ def grid(config: dict) -> list[dict]:
 
 def sweep_from_hparams(method: str, vary: list[str], fixed: dict, also: dict | None = None,
                        metric: str = "target_acc") -> dict:
-    """A W&B grid sweep for `method`: the fields of its hyperparameters (dann/hparams.py) named
+    """A W&B grid sweep for `method`: the fields of its hyperparameters (declared in dann/plugins.py) named
     in `vary` (all those with sweep values when empty) over their declared values, `also`
     {flag: [values]} for others (e.g. lr), every `fixed` {flag: value} as a single value."""
-    from dann import plugins
-
-    script = "baseline" if method == plugins.BASELINE else "dann"
+    script = plugins.script_of(method)
     ranged = {f.name: f.metadata["sweep"] for f in plugins.hparams_of(plugins.METHODS, method).fields()
               if f.metadata["sweep"]}
     unknown = [name for name in vary if name not in ranged]
@@ -95,7 +94,7 @@ def sweep_from_hparams(method: str, vary: list[str], fixed: dict, also: dict | N
                   **{k: {"value": v} for k, v in fixed.items()},
                   **{name: {"values": ranged[name]} for name in (vary or ranged)},
                   **{k: {"values": v} for k, v in (also or {}).items()}}
-    return {"name": f"{method}-grid", "program": f"train_{script}.py", "method": "grid",
+    return {"name": f"{method}-grid", "program": plugins.SCRIPTS[script], "method": "grid",
             "metric": {"name": metric, "goal": "maximize"}, "parameters": parameters, "command": DEFAULT_COMMAND}
 
 

@@ -52,7 +52,7 @@ class Row:
 
     @property
     def script(self) -> str:
-        return "baseline" if self.method in ("baseline", "upper") else "dann"
+        return plugins.script_of("baseline" if self.method == "upper" else self.method)  # upper: --train_on target
 
     @property
     def grid(self) -> list[str]:

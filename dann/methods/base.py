@@ -2,18 +2,21 @@
 
 A method is an nn.Module holding its networks. It builds them from a backbone and the
 number of classes, says whether it needs target batches, how its parameters learn
-(`param_groups`), and gives `step` (the loss of one iteration; the loop runs backward and
-the optimizer) and `predict` (class logits). `forward` dispatches to both, so that every
-call goes through the DDP wrapper that `accelerate.prepare` puts around the method.
+(`param_groups`), and gives `step(x_s, y_s, x_t, progress)` (the loss of one iteration; the
+loop runs backward and the optimizer) and `predict` (class logits). `forward` dispatches to
+both, so that every call goes through the DDP wrapper that `accelerate.prepare` puts around
+the method.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from dann.backbones import Backbone, InputSpec
+from dann.backbones import Backbone
+from dann.data import InputSpec
 from dann.methods import terms
 
 
@@ -32,17 +35,17 @@ class Method(nn.Module):
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, x_t: torch.Tensor | None = None,
                 progress: float = 0.0):
-        """model(x): class logits. model(x_s, y_s, x_t, progress): (loss, metrics) of one step."""
+        """model(x): class logits. model(x_s, y_s, x_t, progress): step(...), (loss, metrics)."""
         if y is None:
             return self.predict(x)
-        return self.step((x, y), x_t, progress)
+        return self.step(x, y, x_t, progress)
 
-    def step(self, batch_s: tuple[torch.Tensor, torch.Tensor], batch_t: torch.Tensor | None,
+    def step(self, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor | None,
              progress: float) -> tuple[torch.Tensor, dict]:
         """The loss of one iteration and metrics to log (tensors or floats).
 
-        batch_s: source images and labels; batch_t: target images (no labels ever reach a
-        method), None when `needs_target` is False; progress: p in [0, 1] over the whole run.
+        x_s, y_s: source images and labels; x_t: target images (no labels ever reach a method),
+        None when `needs_target` is False; progress: p in [0, 1] over the whole run.
         """
         raise NotImplementedError
 
@@ -71,6 +74,18 @@ class Method(nn.Module):
         if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
             return net(a), net(b)
         return net(torch.cat([a, b])).split([len(a), len(b)])
+
+    def features_and_logits(self, x_s: torch.Tensor, x_t: torch.Tensor):
+        """f_s, f_t = G_f(x_s), G_f(x_t) and their class logits G_y(f_s), G_y(f_t): the opening
+        of most steps (each network sees each domain on its own when it has batch norm)."""
+        f_s, f_t = self.per_domain(self.features, x_s, x_t)
+        logits_s, logits_t = self.per_domain(self.classifier, f_s, f_t)
+        return f_s, f_t, logits_s, logits_t
+
+    def source_loss(self, logits_s: torch.Tensor, y_s: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """The source cross-entropy every method starts from, and its metrics."""
+        class_loss = F.cross_entropy(logits_s, y_s)
+        return class_loss, {"class_loss": class_loss.detach(), "class_acc": accuracy(logits_s, y_s).detach()}
 
     def target_terms(self, logits_t: torch.Tensor) -> tuple[torch.Tensor | float, dict]:
         """The terms on target predictions that --entropy_weight and --mcc_weight switch on

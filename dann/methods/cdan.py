@@ -9,12 +9,11 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from dann import backbones, discriminators
-from dann.methods.base import Method, accuracy
+from dann.methods.base import Method
 
 MAX_MULTILINEAR_DIM = 4096  # the paper's threshold: above it, the randomized map
 
@@ -68,20 +67,16 @@ class CDAN(Method):
         """T(f, g): what G_d sees."""
         return multilinear_map(f, g) if self.random_map is None else self.random_map(f, g)
 
-    def step(self, batch_s, batch_t, progress):
-        x_s, y_s = batch_s
-        f_s, f_t = self.per_domain(self.features, x_s, batch_t)  # (B, d) each
-        logits_s, logits_t = self.per_domain(self.classifier, f_s, f_t)  # the target's conditions G_d
+    def step(self, x_s, y_s, x_t, progress):
+        f_s, f_t, logits_s, logits_t = self.features_and_logits(x_s, x_t)  # (B, d), (B, C); the target's conditions G_d
         # g detached as in the authors' code: the domain loss trains G_f through f only,
         # and G_y learns from the labels alone.
         g_s, g_t = logits_s.detach().softmax(1), logits_t.detach().softmax(1)
         # R_alpha sits between T(f, g) and G_d; T is linear in f, so this reverses the
         # gradient G_f gets through the map, exactly as reversing f before it would.
         weights = (entropy_weights(g_s), entropy_weights(g_t)) if self.hp.entropy_conditioning else None
-        d_loss, metrics = self.adversary(self.conditioned_features(f_s, g_s), self.conditioned_features(f_t, g_t),
-                                         progress, weights)
-        class_loss = F.cross_entropy(logits_s, y_s)
+        d_loss, d_metrics = self.adversary(self.conditioned_features(f_s, g_s), self.conditioned_features(f_t, g_t),
+                                           progress, weights)
+        class_loss, metrics = self.source_loss(logits_s, y_s)
         extra, extra_metrics = self.target_terms(logits_t)
-        return class_loss + d_loss + extra, {
-            "class_loss": class_loss.detach(), "class_acc": accuracy(logits_s, y_s).detach(),
-            **metrics, **extra_metrics}
+        return class_loss + d_loss + extra, {**metrics, **d_metrics, **extra_metrics}

@@ -8,10 +8,8 @@ target terms are added (e.g. DANN + MCC).
 """
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from dann import backbones, discriminators
-from dann.methods.base import Method, accuracy
+from dann.methods.base import Method
 
 
 class DANN(Method):
@@ -20,13 +18,9 @@ class DANN(Method):
         super().__init__(backbone, config)
         self.adversary = discriminators.DomainAdversary(discriminators.build(config, backbone), self.hp)  # G_d
 
-    def step(self, batch_s, batch_t, progress):
-        x_s, y_s = batch_s
-        f_s, f_t = self.per_domain(self.features, x_s, batch_t)
-        class_logits = self.classifier(f_s)  # (1)
-        class_loss = F.cross_entropy(class_logits, y_s)
-        d_loss, metrics = self.adversary(f_s, f_t, progress)  # (2) and (3)
+    def step(self, x_s, y_s, x_t, progress):
+        f_s, f_t = self.per_domain(self.features, x_s, x_t)
+        class_loss, metrics = self.source_loss(self.classifier(f_s), y_s)  # (1)
+        d_loss, d_metrics = self.adversary(f_s, f_t, progress)  # (2) and (3)
         extra, extra_metrics = self.target_terms(self.classifier(f_t)) if self.uses_target_logits() else (0.0, {})
-        return class_loss + d_loss + extra, {
-            "class_loss": class_loss.detach(), "class_acc": accuracy(class_logits, y_s).detach(),
-            **metrics, **extra_metrics}
+        return class_loss + d_loss + extra, {**metrics, **d_metrics, **extra_metrics}

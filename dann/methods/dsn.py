@@ -13,7 +13,7 @@ from einops import rearrange
 from torch import nn
 
 from dann import backbones, discriminators
-from dann.methods.base import Method, accuracy
+from dann.methods.base import Method
 
 DECODER_HIDDEN = 512  # codes (AlexNet: 9216-d) pass through this before the first feature map
 
@@ -101,16 +101,14 @@ class DSN(Method):
         """What D must rebuild: the normalized input the encoders see, pooled to the decoder's side."""
         return x if self.recon_side is None else F.adaptive_avg_pool2d(x, self.recon_side)
 
-    def step(self, batch_s, batch_t, progress):
-        x_s, y_s = batch_s
-        n_s, n_t = len(x_s), len(batch_t)
-        x = torch.cat([x_s, batch_t])
-        h_c_s, h_c_t = self.per_domain(self.features, x_s, batch_t)  # shared codes (B, dim) each
-        h_p_s, h_p_t = self.private_s(x_s), self.private_t(batch_t)  # private codes
+    def step(self, x_s, y_s, x_t, progress):
+        n_s, n_t = len(x_s), len(x_t)
+        x = torch.cat([x_s, x_t])
+        h_c_s, h_c_t = self.per_domain(self.features, x_s, x_t)  # shared codes (B, dim) each
+        h_p_s, h_p_t = self.private_s(x_s), self.private_t(x_t)  # private codes
         h_c, h_p = torch.cat([h_c_s, h_c_t]), torch.cat([h_p_s, h_p_t])  # (B_s + B_t, dim)
 
-        class_logits = self.classifier(h_c_s)
-        class_loss = F.cross_entropy(class_logits, y_s)  # L_task
+        class_loss, class_metrics = self.source_loss(self.classifier(h_c_s), y_s)  # L_task
 
         x_hat, target = self.decoder(h_c + h_p), self.reconstruction_target(x)  # D(E_c(x) + E_p(x))
         recon_loss = sum(scale_invariant_mse(x_hat_d, target_d)  # L_recon, per domain
@@ -125,6 +123,6 @@ class DSN(Method):
         loss = (class_loss + hp.dsn_recon * recon_loss + hp.dsn_difference * difference
                 + hp.dsn_similarity * similarity_loss + extra)
         return loss, {
-            "class_loss": class_loss.detach(), "recon_loss": recon_loss.detach(),
+            "class_loss": class_metrics["class_loss"], "recon_loss": recon_loss.detach(),
             "difference_loss": difference.detach(), "similarity_loss": metrics.pop("domain_loss"),
-            "class_acc": accuracy(class_logits, y_s).detach(), **metrics, **extra_metrics}
+            "class_acc": class_metrics["class_acc"], **metrics, **extra_metrics}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from dann import backbones
-from dann.methods.base import Method, accuracy
+from dann.methods.base import Method
 from dann.schedules import alpha_at
 
 
@@ -21,16 +21,13 @@ class PseudoLabels(Method):
     def __init__(self, config, num_classes: int):
         super().__init__(backbones.from_config(config, num_classes), config)
 
-    def step(self, batch_s, batch_t, progress):
-        x_s, y_s = batch_s
-        f_s, f_t = self.per_domain(self.features, x_s, batch_t)
-        logits_s, logits_t = self.per_domain(self.classifier, f_s, f_t)
-        class_loss = F.cross_entropy(logits_s, y_s)
+    def step(self, x_s, y_s, x_t, progress):
+        _, _, logits_s, logits_t = self.features_and_logits(x_s, x_t)
+        class_loss, class_metrics = self.source_loss(logits_s, y_s)
         confidence, pseudo = logits_t.detach().softmax(1).max(1)
         keep = (confidence >= self.hp.pl_threshold).float()
         pl_loss = (keep * F.cross_entropy(logits_t, pseudo, reduction="none")).mean()
         weight = alpha_at(progress, self.hp.pl_weight, "dann")
         extra, metrics = self.target_terms(logits_t)
         return class_loss + weight * pl_loss + extra, {
-            "class_loss": class_loss.detach(), "class_acc": accuracy(logits_s, y_s).detach(),
-            "pl_loss": pl_loss.detach(), "pl_fraction": keep.mean(), "pl_weight": weight, **metrics}
+            **class_metrics, "pl_loss": pl_loss.detach(), "pl_fraction": keep.mean(), "pl_weight": weight, **metrics}

@@ -2,10 +2,8 @@
 no discriminator. With --train_on target it is the trained-on-target upper bound."""
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from dann import backbones
-from dann.methods.base import Method, accuracy
+from dann.methods.base import Method
 
 
 class SourceOnly(Method):
@@ -14,8 +12,5 @@ class SourceOnly(Method):
     def __init__(self, config, num_classes: int):
         super().__init__(backbones.from_config(config, num_classes), config)
 
-    def step(self, batch_s, batch_t, progress):
-        x_s, y_s = batch_s
-        logits = self.predict(x_s)
-        class_loss = F.cross_entropy(logits, y_s)
-        return class_loss, {"class_loss": class_loss.detach(), "class_acc": accuracy(logits, y_s).detach()}
+    def step(self, x_s, y_s, x_t, progress):
+        return self.source_loss(self.predict(x_s), y_s)

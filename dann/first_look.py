@@ -1,0 +1,31 @@
+"""--first_look's recipes: the source-only baseline and --method side by side on the shipped real
+digits, on a CPU in about a minute, with the recipes of the CPU benchmark (sweeps/tables/digits.yaml,
+docs/RESULTS.md; tests/test_sweeps.py checks that the two agree). dann.run.first_look trains them.
+
+Plain data: the flag parser reads it to set --first_look's defaults, without loading torch.
+"""
+from __future__ import annotations
+
+# The benchmark's first pair and the flags every one of its runs shares.
+DATA = {"dataset": "digits_shipped", "source": "mnist", "target": "mnist_m", "backbone": "lenet_bn"}
+COMMON = {"pretrained": "none", "batch_size": 64, "lr": 0.01, "lr_schedule": "dann", "iters_per_epoch": 50,
+          "epochs": 10, "eval_every": 10, "channels_last": "on", "tsne": False, "source_val": 0,
+          "select_rules": "none"}
+# Each method's recipe: the table's first row of that method.
+RECIPES = {
+    "baseline": {},
+    "adabn": {},
+    "dann": {"alpha": 0.3, "alpha_schedule": "dann"},
+    "cdan": {"alpha": 0.3, "alpha_schedule": "dann", "entropy_conditioning": False},
+    "dsn": {"alpha": 1.0, "alpha_schedule": "dann", "dsn_similarity": 0.25, "dsn_decoder_width": 32},
+    "mcc": {"mcc_weight": 3.0, "mcc_temperature": 2.5},
+    "pseudo_labels": {"pl_threshold": 0.8, "pl_weight": 3.0},
+}
+
+
+def recipe(method: str) -> dict:
+    """--first_look's defaults for `method`: the data, the shared flags and the method's own."""
+    if method not in RECIPES:
+        raise SystemExit(f"error: --first_look has no recipe for --method {method}; "
+                         f"choose one of {', '.join(m for m in RECIPES if m != 'baseline')}")
+    return {**DATA, **COMMON, "method": method, **RECIPES[method]}
