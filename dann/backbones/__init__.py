@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class InputSpec:
     """What a network expects: square images of side `size` (it accepts sides from
     `min_size` on), normalized one of three ways:
-    'imagenet': RGB in [0, 1], minus IMAGENET_MEAN, over IMAGENET_STD (torchvision weights);
+    'imagenet': RGB in [0, 1], minus `mean`, over `std`: the statistics the weights were
+    trained with (IMAGENET_MEAN and IMAGENET_STD for torchvision's, a timm model's own);
     'caffe': BGR in [0, 255] minus `mean` (the original Caffe models); 'domain': RGB in
     [0, 1] standardized by each domain's own mean and std (networks trained from scratch)."""
     size: int
@@ -102,6 +104,12 @@ def read_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
         raise UserError(f"--pretrained {path} holds a {type(state_dict).__name__}, not a state dict of "
                         f"tensors; save one with torch.save(model.state_dict(), PATH)")
     return state_dict
+
+
+def is_weights_name(pretrained: str) -> bool:
+    """Whether --pretrained names weights of a registry (torchvision's IMAGENET1K_V2, ...) rather
+    than a file: a name in capitals that is no file."""
+    return re.fullmatch(r"[A-Z][A-Z0-9_]*", pretrained) is not None and not Path(pretrained).is_file()
 
 
 def download_weights(weights, what: str) -> dict[str, torch.Tensor]:
