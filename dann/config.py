@@ -79,14 +79,18 @@ class TrainConfig:
         "`--method NAME --help` lists its own flags", scripts=ADAPT, choices=plugins.methods_of("dann"),
         must_match=True))
     backbone: str = field(default="alexnet", metadata=_flag(
-        "feature extractor G_f and classifier G_y", choices=plugins.BACKBONES, must_match=True))
+        "feature extractor G_f and classifier G_y; or timm:NAME, any model of timm (pip install timm), "
+        "e.g. timm:resnet50, timm:vit_small_patch16_224, timm:convnext_tiny", choices=plugins.BACKBONES,
+        must_match=True))
     discriminator: str = field(default="copy", metadata=_flag(
         "G_d of the adversarial methods: 'copy' (the backbone's own: G_y's architecture with 2 outputs, "
         "fc6/fc7 copied for AlexNet), 'paper' (the DANN paper's 1024-1024-2 MLP), 'bn_mlp' (two "
         "Linear-BatchNorm-ReLU layers, TLlib's)", scripts=ADAPT, choices=plugins.DISCRIMINATORS, must_match=True))
     pretrained: str = field(default="imagenet", metadata=_flag(
-        "'imagenet' (download), 'none' (random init) or PATH to weights (a torchvision state dict; "
-        "alexnet_caffe: bvlc_alexnet.npy)"))
+        "'imagenet' (download; resnet18/50: torchvision's IMAGENET1K_V1, the weights DA papers use; "
+        "timm:NAME: timm's default, or its tag's), 'none' (random init), PATH to weights (a torchvision "
+        "state dict; alexnet_caffe: bvlc_alexnet.npy; timm:NAME: its state dict or .safetensors) or a "
+        "torchvision weights name (resnet50: IMAGENET1K_V2)"))
     # optimization (defaults: the first homework's code)
     epochs: int = field(default=0, metadata=_flag(
         "epochs of training (0: 30 on a GPU, 1 on a CPU as a first look)"))

@@ -28,7 +28,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class InputSpec:
     """What a network expects: square images of side `size` (it accepts sides from
     `min_size` on), normalized one of three ways:
-    'imagenet': RGB in [0, 1], minus IMAGENET_MEAN, over IMAGENET_STD (torchvision weights);
+    'imagenet': RGB in [0, 1], minus `mean`, over `std`: the statistics the weights were
+    trained with (IMAGENET_MEAN and IMAGENET_STD for torchvision's, a timm model's own);
     'caffe': BGR in [0, 255] minus `mean` (the original Caffe models); 'domain': RGB in
     [0, 1] standardized by each domain's own mean and std (networks trained from scratch)."""
     size: int

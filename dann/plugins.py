@@ -9,6 +9,7 @@ Tests may register a callable directly.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -79,15 +80,36 @@ METHODS = {
 }
 
 # ---------------------------------------------------------------------------- backbones
+TIMM = "timm:"  # --backbone timm:<model>: any model of the timm library (dann/backbones/timm_models.py)
+
+
+class Backbones(dict):
+    """The backbone registry; it also holds `timm:<model>` for every model name, which timm
+    checks when the backbone is built (so that parsing flags and `--help` import no timm)."""
+
+    def __contains__(self, name) -> bool:
+        return super().__contains__(name) or (isinstance(name, str) and name.startswith(TIMM) and name != TIMM)
+
+    def __missing__(self, name: str) -> Plugin:
+        if name not in self:
+            raise KeyError(name)
+        return Plugin(functools.partial(_build_timm, name.removeprefix(TIMM)), hparams.Backbone)
+
+
+def _build_timm(model: str, num_classes: int, pretrained: str):
+    from dann.backbones.timm_models import build  # imported on first use, as 'module:attribute' is
+    return build(model, num_classes, pretrained)
+
+
 # Feature extractors G_f with their classifier G_y (dann/backbones/): build(num_classes, pretrained).
-BACKBONES = {
+BACKBONES = Backbones({
     "alexnet": Plugin("dann.backbones.alexnet:build", hparams.Backbone),
     "alexnet_caffe": Plugin("dann.backbones.alexnet_caffe:build", hparams.Backbone),
     "resnet18": Plugin("dann.backbones.resnet:build_resnet18", hparams.Backbone),
     "resnet50": Plugin("dann.backbones.resnet:build_resnet50", hparams.Backbone),
     "lenet": Plugin("dann.backbones.lenet:build", hparams.Backbone),
     "lenet_bn": Plugin("dann.backbones.lenet:build_bn", hparams.Backbone),
-}
+})
 
 # ---------------------------------------------------------------------------- discriminators
 # Domain discriminators G_d (dann/discriminators.py): build(backbone, in_features, hparams).

@@ -20,6 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from dann import checkpoint, datasets, methods, selection, tracking
+from dann.backbones import is_weights_name
 from dann.config import TrainConfig, default_output_dir, with_method
 from dann.errors import UserError, is_main_process, note
 from dann.outputs import Snapshot, merge_wanted
@@ -109,8 +110,10 @@ def per_process_batch(config: TrainConfig, accelerator: Accelerator) -> int:
 
 
 def check_pretrained(config: TrainConfig) -> None:
-    """A missing weights file is reported before anything is downloaded or decoded."""
-    if config.pretrained not in ("imagenet", "none") and not Path(config.pretrained).is_file():
+    """A missing weights file is reported before anything is downloaded or decoded (a weights
+    name, e.g. IMAGENET1K_V2, is the backbone's to check)."""
+    if (config.pretrained not in ("imagenet", "none") and not is_weights_name(config.pretrained)
+            and not Path(config.pretrained).is_file()):
         raise UserError(f"--pretrained {config.pretrained}: no such file; give 'imagenet', 'none' "
                         f"or the path of a weights file")
 

@@ -296,7 +296,7 @@ def test_lenet_state_dict_round_trip(tmp_path):
     ("alexnet", "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth"),
     ("alexnet_caffe", NPY_URL),
     ("resnet18", "https://download.pytorch.org/models/resnet18-f37072fd.pth"),
-    ("resnet50", "https://download.pytorch.org/models/resnet50-11ad3fa6.pth"),
+    ("resnet50", "https://download.pytorch.org/models/resnet50-0676ba61.pth"),  # IMAGENET1K_V1
 ])
 def test_imagenet_offline_is_one_line_fast(name, url, tmp_path, monkeypatch):
     calls = []

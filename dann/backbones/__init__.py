@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -85,6 +86,12 @@ def read_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:
         raise UserError(f"--pretrained {path} holds a {type(state_dict).__name__}, not a state dict of "
                         f"tensors; save one with torch.save(model.state_dict(), PATH)")
     return state_dict
+
+
+def is_weights_name(pretrained: str) -> bool:
+    """Whether --pretrained names weights of a registry (torchvision's IMAGENET1K_V2, ...) rather
+    than a file: a name in capitals that is no file."""
+    return re.fullmatch(r"[A-Z][A-Z0-9_]*", pretrained) is not None and not Path(pretrained).is_file()
 
 
 def download_weights(weights, what: str) -> dict[str, torch.Tensor]:
