@@ -50,6 +50,10 @@ DATASETS = {
     "folder": Plugin("dann.datasets.folder:Folder"),
     "digits": Plugin("dann.datasets.digits:Digits"),
     "digits_shipped": Plugin("dann.datasets.shipped:ShippedDigits"),
+    "office31": Plugin("dann.datasets.office:Office31"),
+    "office_home": Plugin("dann.datasets.office:OfficeHome"),
+    "visda2017": Plugin("dann.datasets.visda:VisDA2017"),
+    "domainnet": Plugin("dann.datasets.domainnet:DomainNet"),
 }
 
 
