@@ -24,6 +24,7 @@ class Plugin(NamedTuple):
     target: object  # 'module:attribute', or the class / function itself
     hparams: type[Hparams] = Hparams  # its own flags (none by default)
     script: str = "dann"  # methods: the entry point that trains it (a key of SCRIPTS)
+    args: tuple = ()  # leading arguments the target is called with (timm's model name)
 
 
 # ---------------------------------------------------------------------------- methods
@@ -93,12 +94,7 @@ class Backbones(dict):
     def __missing__(self, name: str) -> Plugin:
         if name not in self:
             raise KeyError(name)
-        return Plugin(functools.partial(_build_timm, name.removeprefix(TIMM)), hparams.Backbone)
-
-
-def _build_timm(model: str, num_classes: int, pretrained: str):
-    from dann.backbones.timm_models import build  # imported on first use, as 'module:attribute' is
-    return build(model, num_classes, pretrained)
+        return Plugin("dann.backbones.timm_models:build", hparams.Backbone, args=(name.removeprefix(TIMM),))
 
 
 # Feature extractors G_f with their classifier G_y (dann/backbones/): build(num_classes, pretrained).
@@ -133,6 +129,10 @@ DATASETS = {
     "folder": Plugin("dann.datasets.folder:Folder"),
     "digits": Plugin("dann.datasets.digits:Digits"),
     "digits_shipped": Plugin("dann.datasets.shipped:ShippedDigits"),
+    "office31": Plugin("dann.datasets.office:Office31"),
+    "office_home": Plugin("dann.datasets.office:OfficeHome"),
+    "visda2017": Plugin("dann.datasets.visda:VisDA2017"),
+    "domainnet": Plugin("dann.datasets.domainnet:DomainNet"),
 }
 
 
@@ -170,12 +170,14 @@ def entry(registry: dict, name: str) -> Plugin:
 
 
 def load(registry: dict, name: str):
-    """The plug-in registered as `name` (a class or function)."""
-    target = entry(registry, name).target
-    if not isinstance(target, str):
-        return target
-    module, attribute = target.split(":")
-    return getattr(importlib.import_module(module), attribute)
+    """The plug-in registered as `name` (a class or function, with its line's leading arguments)."""
+    line = entry(registry, name)
+    target = line.target
+    if isinstance(target, str):
+        module, attribute = target.split(":")
+        target = getattr(importlib.import_module(module), attribute)
+    args = getattr(line, "args", ())  # a Rule has none
+    return functools.partial(target, *args) if args else target
 
 
 def hparams_of(registry: dict, name: str) -> type[Hparams]:

@@ -2,10 +2,12 @@
 
 A dataset plug-in (registered in dann/plugins.py) subclasses `Dataset`: it names its domains
 and classes, fetches what is missing, and gives each domain's images. The protocol is the
-dataset's: PACS and folder datasets are transductive (the whole target domain is both the
-unlabeled training set and the test set, as in the first homework); the digits datasets
-train on the train splits and test on the target's test split. Either way --source_val
-holds a labeled validation split out of the training domain (`split_validation`).
+dataset's: PACS, Office-31, Office-Home, VisDA-2017 and folder datasets are transductive (the
+whole target domain is both the unlabeled training set and the test set, as in the first
+homework); the digits datasets and DomainNet train on the train splits and test on the
+target's test split. Either way --source_val holds a labeled validation split out of the
+training domain (`split_validation`). A dataset also names the figure its papers report
+(`headline`): accuracy, or VisDA-2017's mean per-class accuracy (`mean_class_accuracy`).
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import psutil
 import torch
 
@@ -30,6 +33,7 @@ class Dataset:
     default_pair: tuple[str, str] | None = None  # --source / --target when not given
     default_root = ""  # its folder without --data_root (the only one downloaded unasked)
     loader_path = False  # can DataLoader workers decode its files every epoch (--data_path loader)
+    headline = "acc"  # the target figure its papers report: "acc" or "mean_class_acc" (VisDA-2017)
 
     def __init__(self, config):
         self.config = config
@@ -49,8 +53,8 @@ class Dataset:
         """uint8 images (N, 3, S, S) and labels (N,) on the CPU, and the files left out as unreadable."""
         raise NotImplementedError
 
-    def files(self, domain: str, workers: int):
-        """The decoding path's `DomainFiles` (datasets with `loader_path` only)."""
+    def files(self, domain: str, workers: int, split: str = "train"):
+        """The decoding path's `DomainFiles` of one split (datasets with `loader_path` only)."""
         raise NotImplementedError
 
     def loader_domain(self, files, *, device: torch.device, transform: ImageTransform, num_workers: int,
@@ -66,6 +70,20 @@ class Dataset:
         """The side its images are decoded to, for a backbone expecting `spec` (called before
         any decoding; folder datasets decode small images at their own size)."""
         return self.image_size
+
+
+def mean_class_accuracy(confusion) -> float:
+    """The mean over classes of each class's accuracy, from a confusion matrix whose rows are
+    the true classes (VisDA-2017's figure: every class counts the same, however many images it
+    has). Classes without examples (empty rows) are left out of the mean."""
+    counts = np.asarray(confusion, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
+        raise ValueError(f"a confusion matrix is square, got shape {counts.shape}")
+    support = counts.sum(axis=1)
+    present = support > 0
+    if not present.any():
+        raise ValueError("the confusion matrix counts no examples")
+    return float((counts.diagonal()[present] / support[present]).mean())
 
 
 def build(config) -> Dataset:
@@ -186,15 +204,16 @@ def load_splits(dataset: Dataset, config, spec: InputSpec, *, device: torch.devi
     domains, skipped, data_path = {}, [], "tensor"
     for name in names:
         if dataset.loader_path:
-            files = dataset.files(name, workers)
-            data_path = choose_data_path(config, dataset, len(files.paths), device, world)
+            files = {split: dataset.files(name, workers, split) for split in splits}
+            data_path = choose_data_path(config, dataset, sum(len(f.paths) for f in files.values()), device, world)
         if data_path == "loader":
-            stats = dataset.sample_stats(files) if spec.normalization == "domain" else (None, None)
+            stats = dataset.sample_stats(files["train"]) if spec.normalization == "domain" else (None, None)
             transform = ImageTransform(device, spec, crop, hflip=dataset.hflip, mean=stats[0], std=stats[1],
                                        channels_last=channels_last)
-            domains[name, "train"] = dataset.loader_domain(files, device=device, num_workers=workers,
-                                                           transform=transform, **common)
-            skipped += files.skipped
+            for split, part in files.items():
+                domains[name, split] = dataset.loader_domain(part, device=device, num_workers=workers,
+                                                             transform=transform, **common)
+                skipped += part.skipped
             continue
         arrays = {split: dataset.images(name, split, workers) for split in splits}
         mean, std = domain_stats(arrays["train"][0]) if spec.normalization == "domain" else (None, None)

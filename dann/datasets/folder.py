@@ -1,6 +1,7 @@
 """Folder-of-domains datasets: <data_root>/<domain>/<class>/<image> (PACS, Office-31,
-Office-Home, DomainNet...). Find a domain's images, decode and cache them, and the
-`Folder` dataset plug-in (domains and classes discovered from the folders).
+Office-Home, DomainNet...), also with the class folders one wrapper deeper, as Office-31
+ships them (<domain>/images/<class>/). Find a domain's images, decode and cache them, and
+the `Folder` dataset plug-in (domains and classes discovered from the folders).
 
 Every image is decoded the same way,
 whichever data path trains on it (`decode_image`): RGB, shorter side resized to 256,
@@ -50,6 +51,8 @@ class DomainFiles:
     ignored: list[Path] = field(default_factory=list)  # non-image files in class folders
     skipped: list[str] = field(default_factory=list)  # unreadable files left out (--skip_bad_images)
     size: int = BASE_SIZE  # the side images are decoded to
+    nested: list[Path] = field(default_factory=list)  # folders inside class folders, not read
+    split: str = ""  # which list of the domain ("" for the whole domain): part of the cache's name
 
 
 class BadImage(UserError):
@@ -68,22 +71,46 @@ def list_domain(root: str | Path, domain: str) -> DomainFiles:
         present = sorted(p.name for p in Path(root).iterdir() if p.is_dir())
         raise UserError(f"domain folder {folder} not found (found: {', '.join(present) or 'none'}); "
                         f"check --data_root")
+    folder = class_root(folder)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
-    paths, labels, ignored = [], [], []
+    paths, labels, ignored, nested = [], [], [], []
     for label, name in enumerate(classes):
         # Hidden files (.DS_Store, macOS ._x.jpg companions) and other suffixes are not images.
         # A broken link is listed, so that it is reported rather than silently missing.
-        entries = sorted(p for p in (folder / name).iterdir() if p.is_file() or p.is_symlink())
-        files = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+        entries = sorted((folder / name).iterdir())
+        inside = [p for p in entries if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]
+        entries = [p for p in entries if p.is_file() or p.is_symlink()]
+        files = [p for p in entries if is_image(p)]
         ignored += [p for p in entries if p not in files]
+        nested += inside
         if not files:
-            raise UserError(f"class folder {folder / name} holds no images; "
+            found = f", only folders (e.g. {inside[0].name})" if inside else ""
+            raise UserError(f"class folder {folder / name} holds no images{found}; "
                             f"add its images or remove the folder from every domain")
         paths += files
         labels += [label] * len(files)
     if not classes:
         raise UserError(f"domain folder {folder} has no class folders; expected {folder}/<class>/<image>")
-    return DomainFiles(domain, classes, paths, labels, ignored)
+    return DomainFiles(domain, classes, paths, labels, ignored, nested=nested)
+
+
+def is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
+
+
+def class_root(folder: Path) -> Path:
+    """The folder holding a domain's class folders: the domain folder, or the one folder it
+    wraps (Office-31's <domain>/images/<class>/) when it holds no images of its own and that
+    folder holds folders and no images; as many wrappers deep as there are."""
+    while True:
+        entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+        inner = [p for p in entries if p.is_dir()]
+        if len(inner) != 1 or any(is_image(p) for p in entries):
+            return folder
+        below = [p for p in inner[0].iterdir() if not p.name.startswith(".")]
+        if any(is_image(p) for p in below) or not any(p.is_dir() for p in below):
+            return folder  # a domain of one class
+        folder = inner[0]
 
 
 def check_same_classes(domains: list[DomainFiles]) -> list[str]:
@@ -173,9 +200,8 @@ def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
          + "; ".join(f"{files.paths[i]}: {reason}" for i, reason in bad))
     dropped = {i for i, _ in bad}
     keep = [i for i in range(len(files.paths)) if i not in dropped]
-    return DomainFiles(files.name, files.classes, [files.paths[i] for i in keep],
-                       [files.labels[i] for i in keep], files.ignored,
-                       [str(files.paths[i]) for i in sorted(dropped)], files.size)
+    return dataclasses.replace(files, paths=[files.paths[i] for i in keep], labels=[files.labels[i] for i in keep],
+                               skipped=files.skipped + [str(files.paths[i]) for i in sorted(dropped)])
 
 
 def fingerprint(files: DomainFiles) -> str:
@@ -192,12 +218,14 @@ def default_cache_dir() -> Path:
 
 
 def cache_path(files: DomainFiles, cache_dir: str | Path | None) -> Path:
-    """<cache_dir>/<domain>-<folder>-<fingerprint>.npy. The hash of the domain folder's path
-    keeps two datasets with the same domain names (say the real PACS and a test copy) from
-    evicting each other's caches. The list of bad files sits beside it, as .bad.json."""
+    """<cache_dir>/<domain>[_<split>]-<folder>-<fingerprint>.npy. The hash of the domain folder's
+    path keeps two datasets with the same domain names (say the real PACS and a test copy) from
+    evicting each other's caches, the split two lists of one domain (DomainNet's train and test).
+    The list of bad files sits beside it, as .bad.json."""
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     folder = hashlib.sha1(str(files.paths[0].parents[1].resolve()).encode()).hexdigest()[:8]
-    return cache_dir / f"{files.name}-{folder}-{fingerprint(files)}.npy"
+    name = f"{files.name}_{files.split}" if files.split else files.name
+    return cache_dir / f"{name}-{folder}-{fingerprint(files)}.npy"
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -357,7 +385,9 @@ def _ignore_stop_signals(worker_id: int) -> None:
 # ---------------------------------------------------------------------------- the plug-in
 
 class Folder(Dataset):
-    """Any <data_root>/<domain>/<class>/<image> tree; never downloads. Transductive, like PACS."""
+    """Any <data_root>/<domain>/<class>/<image> tree; never downloads. Transductive, like PACS.
+    Subclasses name their domains' folders (`folder_of`) and may list a domain's images per
+    split (`listing`)."""
 
     image_size = BASE_SIZE
     loader_path = True
@@ -375,11 +405,20 @@ class Folder(Dataset):
         self.check_root()
         return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def listing(self, name: str) -> DomainFiles:
+    def folder_of(self, domain: str) -> str:
+        """The name of the domain's folder under the root."""
+        return domain
+
+    def listing(self, name: str, split: str = "train") -> DomainFiles:
+        """The domain's images; every split is the whole domain here (transductive)."""
         if name not in self._listings:
-            files = list_domain(self.root, name)
+            files = dataclasses.replace(list_domain(self.root, self.folder_of(name)), name=name)
+            where = self.root / self.folder_of(name)
             if files.ignored:
-                note(f"ignored {len(files.ignored)} non-image file(s) in {self.root / name}, e.g. {files.ignored[0]}")
+                note(f"ignored {len(files.ignored)} non-image file(s) in {where}, e.g. {files.ignored[0]}")
+            if files.nested:
+                note(f"skipped {len(files.nested)} folder(s) inside the class folders of {where}, e.g. "
+                     f"{files.nested[0]}: only the images directly in a class folder are read")
             self._listings[name] = files
         return self._listings[name]
 
@@ -397,7 +436,7 @@ class Folder(Dataset):
         return self.image_size
 
     def images(self, domain: str, split: str, workers: int):
-        files = dataclasses.replace(self.listing(domain), size=self.image_size)
+        files = dataclasses.replace(self.listing(domain, split), size=self.image_size)
         images, kept = decode_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
         return torch.from_numpy(images), labels_tensor(kept), kept.skipped  # the memory map itself
 
@@ -410,8 +449,8 @@ class Folder(Dataset):
         sample = files.paths[::step][:n]
         return domain_stats(torch.stack([torch.from_numpy(decode_image(p, files.size)) for p in sample]))
 
-    def files(self, domain: str, workers: int) -> DomainFiles:
-        files = dataclasses.replace(self.listing(domain), size=self.image_size)
+    def files(self, domain: str, workers: int, split: str = "train") -> DomainFiles:
+        files = dataclasses.replace(self.listing(domain, split), size=self.image_size)
         return check_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
 
 

@@ -1,7 +1,7 @@
 """PACS (Li, Yang, Song, Hospedales, "Deeper, Broader and Artier Domain Generalization",
 ICCV 2017): four domains of seven classes, the first homework's data. A folder dataset
 (`Folder`) that knows its domains and downloads itself from the Hugging Face Hub
-(`flwrlabs/pacs`) into the default folder, or into --data_root with --download.
+(`flwrlabs/pacs` at a pinned commit) into the default folder, or into --data_root with --download.
 """
 from __future__ import annotations
 
@@ -16,6 +16,10 @@ from dann.errors import UserError, note
 
 DOMAINS = ("photo", "art_painting", "cartoon", "sketch")
 HUB_DATASET = "flwrlabs/pacs"
+# The Hub commit downloaded, so that a later change to the Hub copy cannot change the data
+# under a result: "Update README.md" of flwrlabs/pacs, whose data/ holds the parquet file (as
+# the Hub's file browser shows at /datasets/flwrlabs/pacs/tree/<this sha>).
+REVISION = "394113073258ead631f617d2e13bb377c0715c4b"
 
 
 class Pacs(Folder):
@@ -34,21 +38,22 @@ class Pacs(Folder):
             download_pacs(self.root)
 
 
-def download_pacs(root: str | Path, dataset: str = HUB_DATASET) -> None:
+def download_pacs(root: str | Path, dataset: str = HUB_DATASET, revision: str | None = REVISION) -> None:
     """Write the Hub copy of PACS (`image`, `domain`, `label` columns) as <root>/<domain>/<class>/.
 
-    `dataset` is anything `datasets.load_dataset` accepts: the Hub id, or a local folder
-    of the same format (the tests use one). Files go to a temporary folder first, so an
-    interrupted download never leaves a half-filled `root`.
+    `dataset` is anything `datasets.load_dataset` accepts: the Hub id (read at `revision`), or
+    a local folder of the same format (the tests use one). Files go to a temporary folder
+    first, so an interrupted download never leaves a half-filled `root`.
     """
     root = Path(root)
     fix = "download PACS on a machine with internet and pass --data_root PATH to its folder"
-    if not Path(dataset).exists():  # a Hub id: fail in seconds when the Hub is unreachable
+    on_hub = not Path(dataset).exists()
+    if on_hub:  # fail in seconds when the Hub is unreachable
         from dann.downloads import require_online
         require_online(f"PACS ({dataset})", "https://huggingface.co", f"wanted to write {root}; {fix}")
     try:
         import datasets  # imported here: only a first run without data needs it
-        table = datasets.load_dataset(dataset, split="train")
+        table = datasets.load_dataset(dataset, split="train", revision=revision if on_hub else None)
     except Exception as e:  # network, auth and format errors all end the same way
         raise UserError(
             f"downloading {dataset} into {root} from the Hugging Face Hub failed "
@@ -69,6 +74,7 @@ def download_pacs(root: str | Path, dataset: str = HUB_DATASET) -> None:
         folder = tmp / row["domain"] / class_name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{counters[key]:05d}{suffix}").write_bytes(data)
-    (tmp / "SOURCE.json").write_text(json.dumps({"dataset": dataset, "images": len(table)}))
+    (tmp / "SOURCE.json").write_text(json.dumps({"dataset": dataset, "revision": revision if on_hub else None,
+                                                 "images": len(table)}))
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(root)
