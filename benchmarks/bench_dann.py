@@ -101,10 +101,10 @@ class Timed:
         sync(self.device)
         self.marks.append((kind, time.perf_counter()))
 
-    def train_batches(self, epoch: int, start: int = 0):
+    def train_batches(self, epoch: int, start: int = 0, *args):
         if self.train:
             self._mark("train")
-        yield from self.domain.train_batches(epoch, start)
+        yield from self.domain.train_batches(epoch, start, *args)
 
     def batches_of(self, index):
         if not self.train:  # fit evaluates the target first (one pass, dann/outputs.py), then the source

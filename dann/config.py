@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from dann import first_look, hparams, plugins
+from dann import first_look, hparams, plugins, schedules
 
 SCRIPTS = tuple(plugins.SCRIPTS)  # 'dann' (train_dann.py), 'baseline' (train_baseline.py)
 ADAPT = ("dann",)  # flags of train_dann.py only
@@ -86,6 +86,12 @@ class TrainConfig:
         "G_d of the adversarial methods: 'copy' (the backbone's own: G_y's architecture with 2 outputs, "
         "fc6/fc7 copied for AlexNet), 'paper' (the DANN paper's 1024-1024-2 MLP), 'bn_mlp' (two "
         "Linear-BatchNorm-ReLU layers, TLlib's)", scripts=ADAPT, choices=plugins.DISCRIMINATORS, must_match=True))
+    domain_batches: str = field(default="separate", metadata=_flag(
+        "how a network with batch norm sees a step's source and target batches: 'separate' (each normalized "
+        "by its own statistics) or 'joint' (concatenated, as TLlib's examples do)", choices=("separate", "joint")))
+    source_model: str = field(default="", metadata=_flag(
+        "start G_f and G_y from a trained model: a run folder (its model.safetensors, e.g. from train_baseline.py) "
+        "or the file; SHOT then skips its source phase"))
     pretrained: str = field(default="imagenet", metadata=_flag(
         "'imagenet' (download; resnet18/50: torchvision's IMAGENET1K_V1, the weights DA papers use; "
         "timm:NAME: timm's default, or its tag's), 'none' (random init), PATH to weights (a torchvision "
@@ -105,12 +111,16 @@ class TrainConfig:
         choices=("process", "global")))
     lr: float = field(default=1e-3, metadata=_flag("SGD learning rate"))
     momentum: float = field(default=0.9, metadata=_flag("SGD momentum"))
+    nesterov: bool = field(default=False, metadata=_flag("Nesterov momentum (TLlib's examples use it)"))
     weight_decay: float = field(default=5e-5, metadata=_flag("SGD weight decay"))
     lr_schedule: str = field(default="step", metadata=_flag(
-        "'step': lr * gamma^(epoch // step_size); 'dann': lr / (1 + 10 p)^0.75",
-        choices=("step", "dann")))
+        "'step': lr * gamma^(epoch // step_size); 'dann': lr / (1 + 10 p)^0.75 over the run (p from 0 to 1); "
+        "'inv': lr (1 + lr_gamma i)^-lr_decay over the iterations i, whatever the run's length (Caffe's and "
+        "TLlib's)", choices=schedules.LR_SCHEDULES))
     step_size: int = field(default=20, metadata=_flag("epochs between lr drops (step schedule)"))
     gamma: float = field(default=0.1, metadata=_flag("lr drop factor (step schedule)"))
+    lr_gamma: float = field(default=0.001, metadata=_flag("the inv schedule's gamma"))
+    lr_decay: float = field(default=0.75, metadata=_flag("the inv schedule's power"))
     clip_grad: float = field(default=0.0, metadata=_flag(
         "clip the gradient's global L2 norm to this (0: no clipping); train/grad_norm logs it"))
     max_steps: int = field(default=0, metadata=_flag(
@@ -364,12 +374,15 @@ def validate(config: TrainConfig) -> list[str]:
                 "log_every": config.log_every, "eval_every": config.eval_every}
     errors += [f"--{k} must be > 0, got {v}" for k, v in positive.items() if v <= 0]
     non_negative = {"momentum": config.momentum, "weight_decay": config.weight_decay, "gamma": config.gamma,
+                    "lr_gamma": config.lr_gamma, "lr_decay": config.lr_decay,
                     "max_steps": config.max_steps, "epochs": config.epochs, "clip_grad": config.clip_grad,
                     "iters_per_epoch": config.iters_per_epoch,
                     "checkpoint_every": config.checkpoint_every}
     errors += [f"--{k} must be >= 0, got {v}" for k, v in non_negative.items() if v < 0]
     for kind, _ in plugin_kinds(config.method):
         errors += getattr(config, f"{kind}_hp").errors()
+    if config.nesterov and config.momentum <= 0:
+        errors.append(f"--nesterov needs --momentum > 0, got {config.momentum}")
     if not 0 <= config.source_val < 1:
         errors.append(f"--source_val must be in [0, 1), a fraction of the training domain, got {config.source_val}")
     if config.rv_steps < 1:

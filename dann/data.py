@@ -18,8 +18,10 @@ from typing import Iterator
 
 import torch
 
+from dann import augment
 from dann.errors import UserError
 
+VIEWS = {"weak": augment.weak, "strong": augment.strong}  # the views a method may ask of its target batches
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -116,6 +118,12 @@ class ImageTransform:
 
     def __call__(self, x: torch.Tensor, augment: bool = False,
                  generator: torch.Generator | None = None) -> torch.Tensor:
+        return self.normalize(self.crop_images(x, augment, generator))
+
+    def crop_images(self, x: torch.Tensor, augment: bool = False,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 (B, 3, S, S) -> uint8 (B, 3, C, C): the centre crop, or with `augment` a random
+        crop and flip."""
         size, crop = x.shape[-1], self.crop
         margin = size - crop
         if augment and margin:
@@ -130,6 +138,10 @@ class ImageTransform:
         if augment and self.hflip:
             flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 crops -> the network's float input (as its InputSpec asks)."""
         x = x.float()
         if self.bgr:
             x = x.flip(1)  # RGB -> BGR
@@ -162,21 +174,30 @@ class TensorDomain:
     def steps_per_epoch(self) -> int:
         return len(epoch_batches(len(self), self.batch_size, self.seed, 0, self.rank, self.world, self.name))
 
-    def _prepare(self, x: torch.Tensor, train: bool, key: int) -> torch.Tensor:
-        if self.transform is None:
-            return x
+    def _prepare(self, x: torch.Tensor, train: bool, key: int, views: tuple[str, ...] = ()):
+        """Stored inputs -> the network's: a tensor, or with `views` one tensor per view of the
+        same images (dann/augment.py's 'weak' and 'strong', from the centre crop)."""
+        if self.transform is None:  # not images (the tests' 2-D points): nothing to augment
+            return tuple(x for _ in views) if views else x
+        if views:
+            crop = self.transform.crop_images(x)
+            return tuple(self.transform.normalize(VIEWS[view](
+                crop, torch.Generator(self.device).manual_seed(key + 1 + k), hflip=self.transform.hflip))
+                for k, view in enumerate(views))
         generator = None
         if train and self.augment:
             generator = torch.Generator(self.device).manual_seed(key)
         return self.transform(x, augment=train and self.augment, generator=generator)
 
-    def train_batches(self, epoch: int, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """One shuffled pass (this process's shard), from batch `start` on."""
+    def train_batches(self, epoch: int, start: int = 0, views: tuple[str, ...] = (),
+                      with_index: bool = False) -> Iterator[tuple]:
+        """One shuffled pass (this process's shard), from batch `start` on: (inputs, labels), and
+        the examples' index in the domain `with_index`. `views`: inputs are a tuple of those views."""
         batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world, self.name)
         for i in range(start, len(batches)):
             index = batches[i].to(self.device, non_blocking=True)
-            yield self._prepare(self._stored(index), True, aug_key(self.seed, epoch, i, self.rank)), \
-                self.labels[index]
+            x = self._prepare(self._stored(index), True, aug_key(self.seed, epoch, i, self.rank), views)
+            yield (x, self.labels[index], index) if with_index else (x, self.labels[index])
 
     def _eval_index_batches(self) -> list[torch.Tensor]:
         """This process's eval shard in batches; none when the shard is empty (tiny domains)."""
@@ -232,7 +253,8 @@ def aug_key(seed: int, epoch: int, batch: int, rank: int) -> int:
     return hash((seed, epoch, batch, rank)) & 0x7FFF_FFFF_FFFF
 
 
-def cycle(domain: TensorDomain, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def cycle(domain: TensorDomain, start_step: int = 0, views: tuple[str, ...] = (),
+          with_index: bool = False) -> Iterator[tuple]:
     """Endless batches, a new shuffle each pass, starting `start_step` batches in.
 
     The source and target streams of the loop: the target's runs independently of the
@@ -242,5 +264,5 @@ def cycle(domain: TensorDomain, start_step: int = 0) -> Iterator[tuple[torch.Ten
     per_pass = domain.steps_per_epoch()
     epoch, start = divmod(start_step, per_pass)
     while True:
-        yield from domain.train_batches(epoch, start)
+        yield from domain.train_batches(epoch, start, views, with_index)
         epoch, start = epoch + 1, 0

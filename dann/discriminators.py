@@ -34,6 +34,12 @@ def grad_reverse(x: torch.Tensor, alpha: float) -> torch.Tensor:
     return GradientReversal.apply(x, alpha)
 
 
+def reversal_weight(hp, progress: float, total_steps: int) -> float:
+    """alpha under its schedule (hp: an hparams.GradientReversal) at progress p of a run of
+    `total_steps` (the iteration i = p x total_steps, for warm_start)."""
+    return alpha_at(progress, hp.alpha, hp.alpha_schedule, round(progress * total_steps), hp.alpha_warmup_steps)
+
+
 # ---------------------------------------------------------------------------- G_d plug-ins
 
 def copy_of_classifier(backbone: Backbone, in_features: int, hp=None) -> nn.Module:
@@ -97,10 +103,11 @@ class DomainAdversary(nn.Module):
     def __init__(self, discriminator: nn.Module, hp):
         super().__init__()
         self.discriminator, self.hp = discriminator, hp
+        self.total_steps = 0  # the run's length (Method.setup), for the warm_start schedule's iterations
 
     def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, progress: float,
                 weights: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict]:
-        alpha = alpha_at(progress, self.hp.alpha, self.hp.alpha_schedule)
+        alpha = reversal_weight(self.hp, progress, self.total_steps)
         d_s, d_t = self.discriminator(grad_reverse(torch.cat([f_s, f_t]), alpha)).split([len(f_s), len(f_t)])
         loss, acc = domain_loss(d_s, d_t, self.hp.domain_loss_reduction, weights)
         return loss, {"domain_loss": loss.detach(), "domain_acc": acc.detach(), "alpha": alpha}

@@ -14,7 +14,8 @@ def make_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
     groups = model.param_groups() if hasattr(model, "param_groups") else [{"params": model.parameters()}]
     groups = [{**g, "params": [p for p in g["params"] if p.requires_grad], "lr_mult": g.get("lr_mult", 1.0)}
               for g in groups]
-    optimizer_kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer_kwargs = dict(lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
+                            nesterov=config.nesterov)
     try:  # fused: one kernel for all parameters, and it can skip a step on the device
         optimizer = torch.optim.SGD(groups, fused=True, **optimizer_kwargs)
     except RuntimeError:  # a device without fused SGD
@@ -23,15 +24,21 @@ def make_optimizer(model: torch.nn.Module, config) -> torch.optim.Optimizer:
     return optimizer
 
 
-def lr_at(config, progress: float, epoch: int) -> float:
-    """--lr under --lr_schedule at training progress p (and epoch, counted from 0)."""
-    return config.lr * lr_factor(progress, epoch, config.lr_schedule, config.step_size, config.gamma)
+def lr_at(config, progress: float, epoch: int, step: int = 0) -> float:
+    """--lr under --lr_schedule at training progress p (epoch and iteration `step` counted from 0)."""
+    return config.lr * lr_factor(progress, epoch, config.lr_schedule, config.step_size, config.gamma, step=step,
+                                 lr_gamma=config.lr_gamma, lr_decay=config.lr_decay)
 
 
 def set_lr(optimizer, lr: float) -> None:
     """Every group at its own multiple of `lr`."""
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_mult"]
+
+
+def restart(optimizer) -> None:
+    """Forget the momentum (a new phase of a run starts from rest)."""
+    getattr(optimizer, "optimizer", optimizer).state.clear()  # AcceleratedOptimizer wraps the torch one
 
 
 def release_optimizer(optimizer) -> None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from dann import hparams
-from dann.hparams import Adversarial, Hparams, TargetTerms, hparam
+from dann.hparams import Adversarial, GradientReversal, Hparams, TargetTerms, hparam
 
 SCRIPTS = {"dann": "train_dann.py", "baseline": "train_baseline.py"}  # the entry points, by short name
 
@@ -34,7 +34,8 @@ class Plugin(NamedTuple):
 
 @dataclass(frozen=True)
 class DANNHparams(Adversarial):
-    pass
+    classify_target: bool = hparam(False, "also run G_y on the target batch, in training mode, so that its batch-norm "
+                                          "statistics follow the target too (TLlib's DANN does, in its joint pass)")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,53 @@ class PseudoLabelsHparams(TargetTerms):
                               check=">=0", sweep=[0.3, 1.0, 3.0])
 
 
+@dataclass(frozen=True)
+class MDDHparams(GradientReversal):
+    alpha: float = hparam(0.1, "gradient reversal weight in front of F' (the largest value under the schedule)",
+                          check=">=0", sweep=[0.03, 0.1, 0.3])
+    alpha_schedule: str = hparam("warm_start", "as DANN's (see --method dann --help); TLlib's MDD: warm_start",
+                                 choices=("constant", "dann", "warm_start"), sweep=["dann", "warm_start"])
+    mdd_margin: float = hparam(4.0, "the margin gamma: the weight of F''s agreement with F on the source",
+                               check=">0", sweep=[2.0, 4.0])
+    mdd_weight: float = hparam(1.0, "weight of the disparity term", check=">=0", sweep=[0.3, 1.0, 3.0])
+
+
+@dataclass(frozen=True)
+class MCDHparams(TargetTerms):
+    mcd_weight: float = hparam(1.0, "weight of the classifier discrepancy in steps B and C", check=">=0",
+                               sweep=[0.3, 1.0, 3.0])
+    mcd_steps: int = hparam(4, "step C's updates of G_f per iteration (the paper's n: 4 on digits)", check=">0",
+                            sweep=[1, 2, 4])
+
+
+@dataclass(frozen=True)
+class DANHparams(TargetTerms):
+    dan_weight: float = hparam(1.0, "weight of the MMD term", check=">=0", sweep=[0.3, 1.0, 3.0])
+    dan_joint: bool = hparam(False, "JAN: the joint MMD of the features and the class predictions", sweep=[False, True])
+
+
+@dataclass(frozen=True)
+class CORALHparams(TargetTerms):
+    coral_weight: float = hparam(1.0, "weight of the CORAL loss", check=">=0", sweep=[1.0, 10.0, 100.0])
+
+
+@dataclass(frozen=True)
+class FixMatchHparams(TargetTerms):
+    fixmatch_threshold: float = hparam(0.95, "confidence tau the weak view's prediction needs to teach the strong "
+                                             "view", check="0..1", sweep=[0.8, 0.9, 0.95])
+    fixmatch_weight: float = hparam(1.0, "weight of the consistency loss (lambda_u)", check=">=0", sweep=[0.3, 1.0, 3.0])
+
+
+@dataclass(frozen=True)
+class SHOTHparams(Hparams):
+    shot_source_share: float = hparam(0.5, "share of the run spent training the source model (0 with "
+                                           "--source_model: adaptation only)", check="0..1", sweep=[0.3, 0.5])
+    shot_smoothing: float = hparam(0.1, "label smoothing epsilon of the source training", check="0..1")
+    shot_im_weight: float = hparam(1.0, "weight of the information maximization loss", check=">=0")
+    shot_pl_weight: float = hparam(0.3, "weight beta of the clustering pseudo-labels' cross-entropy", check=">=0",
+                                   sweep=[0.1, 0.3, 1.0])
+
+
 METHODS = {
     "baseline": Plugin("dann.methods.source_only:SourceOnly", script="baseline"),
     "dann": Plugin("dann.methods.dann:DANN", DANNHparams),
@@ -78,6 +126,12 @@ METHODS = {
     "mcc": Plugin("dann.methods.mcc:MCC", MCCHparams),
     "adabn": Plugin("dann.methods.adabn:AdaBN"),
     "pseudo_labels": Plugin("dann.methods.pseudo_labels:PseudoLabels", PseudoLabelsHparams),
+    "mdd": Plugin("dann.methods.mdd:MDD", MDDHparams),
+    "mcd": Plugin("dann.methods.mcd:MCD", MCDHparams),
+    "dan": Plugin("dann.methods.dan:DAN", DANHparams),
+    "coral": Plugin("dann.methods.coral:CORAL", CORALHparams),
+    "fixmatch": Plugin("dann.methods.fixmatch:FixMatch", FixMatchHparams),
+    "shot": Plugin("dann.methods.shot:SHOT", SHOTHparams),
 }
 
 # ---------------------------------------------------------------------------- backbones

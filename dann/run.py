@@ -109,6 +109,39 @@ def per_process_batch(config: TrainConfig, accelerator: Accelerator) -> int:
     return config.batch_size
 
 
+def build_model(config: TrainConfig, num_classes: int):
+    """--method's networks, G_f and G_y from --source_model when given."""
+    model = methods.build(config, num_classes)
+    if config.source_model:
+        load_source_model(model, config.source_model, config.backbone)
+    return model
+
+
+def load_source_model(model, path: str, backbone: str) -> None:
+    """G_f and G_y (and the bottleneck, if any) from a trained model's model.safetensors (a run
+    folder or the file); the method's other parts keep their initialization. Read as tensors only."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(path) / "model.safetensors" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise UserError(f"--source_model {path}: no model.safetensors there; give the folder of a run saved "
+                        f"with --save_model (e.g. train_baseline.py's) or its model.safetensors")
+    try:
+        state = load_file(str(file))
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"--source_model {file}: not a readable safetensors file ({e}); give a model.safetensors "
+                        f"written by this project") from None
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(("features.", "classifier."))}
+    fits = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if len(fits) < len(own):
+        missing = [k for k in own if k not in fits]
+        raise UserError(f"--source_model {file}: its G_f and G_y do not fit this run's --backbone {backbone} "
+                        f"({len(missing)} tensors missing or of another shape, e.g. {missing[0]}); train the source "
+                        f"model with the same --backbone and --bottleneck_dim")
+    model.load_state_dict(fits, strict=False)
+
+
 def check_pretrained(config: TrainConfig) -> None:
     """A missing weights file is reported before anything is downloaded or decoded (a weights
     name, e.g. IMAGENET1K_V2, is the backbone's to check)."""
@@ -235,7 +268,7 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
     # size the backbone cannot take is reported now. Seeded first: initial weights and
     # dropout masks then repeat from run to run.
     set_seed(config.seed_list[0])
-    first_model = on_main_first(accelerator, lambda: methods.build(config, len(classes)))
+    first_model = on_main_first(accelerator, lambda: build_model(config, len(classes)))
     channels_last = use_channels_last(config, accelerator.device)
     batch_config = dataclasses.replace(config, batch_size=per_process_batch(config, accelerator))
     splits, data_info = on_main_first(accelerator, lambda: datasets.load_splits(
@@ -251,7 +284,7 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
                 model, first_model = first_model, None
             else:
                 set_seed(seed)
-                model = methods.build(config, len(classes))
+                model = build_model(config, len(classes))
             one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="")
             runs.append({"target": target, "seed": seed, **train_model(
                 one, model, accelerator, splits[target], tracking.model_prefix(target, seed, config),

@@ -2,7 +2,10 @@
 
 `fit(config, model, accelerator, split)` trains a `Method` (dann/methods/) and evaluates it;
 it knows nothing of backbones or datasets (the tests drive it with an MLP on two moons).
-One epoch of training is `train_one_epoch`; an evaluation scores the target and source test
+One epoch of training is `train_one_epoch`; each iteration is `train_step`: the method's loss
+and one optimizer step, or, for a method that owns its update, the steps it takes through
+`Optimize` (the same guard, clipping, precision and process sync for each). The run is cut
+into the method's phases (`Method.phases`). An evaluation scores the target and source test
 domains in one pass each (`dann.outputs.Snapshot`) and hands that pass to the caller's hook
 (`on_evaluate`: the selection scores). The step never waits for the host: a non-finite loss
 skips the update on the device (`NonFiniteGuard`) and is reported at the next check, every
@@ -26,8 +29,8 @@ from dann.config import TrainConfig
 from dann.data import cycle
 from dann.datasets import Split
 from dann.errors import UserError
-from dann.optim import lr_at, make_optimizer, release_optimizer, set_lr
-from dann.outputs import Snapshot
+from dann.optim import lr_at, make_optimizer, release_optimizer, restart, set_lr
+from dann.outputs import Outputs, Snapshot, domain_outputs, size
 from dann.signals import Interrupted, StopRequested
 
 
@@ -81,9 +84,12 @@ class NonFiniteGuard:
         if self.accelerator.num_processes > 1:  # one process's NaN reaches everyone's gradients
             bad = self.accelerator.reduce(bad, reduction="sum")
         self.bad = torch.maximum(self.bad, bad.clamp(max=1))
-        self.good_steps += (self.bad == 0).long()
         if not self.fused and self.scaler is None:  # no device-side skip here: the host must look
             self.raise_if_bad()
+
+    def count_iteration(self) -> None:
+        """One more iteration done (whatever number of updates it took): good while no loss was bad."""
+        self.good_steps += (self.bad == 0).long()
 
     def before_step(self, parameters) -> None:
         """Arm the skip for this update (after backward, before the optimizer step)."""
@@ -121,6 +127,30 @@ class EvaluationHook:
 # ---------------------------------------------------------------------------- training
 
 @dataclass
+class Span:
+    """A phase's steps: [start, end) of the run."""
+    name: str
+    start: int
+    end: int
+    source: bool
+    target: bool
+
+    def progress(self, step: int) -> float:
+        """p in [0, 1) over the phase: what the method and the lr schedule see."""
+        return (step - self.start) / max(self.end - self.start, 1)
+
+
+def spans(phases, total_steps: int) -> list[Span]:
+    """The phases' steps: each its share of the run, the last one up to the end; empty ones dropped."""
+    found, start, shares = [], 0, sum(phase.share for phase in phases)
+    for i, phase in enumerate(phases):
+        end = total_steps if i == len(phases) - 1 else start + round(phase.share / shares * total_steps)
+        found.append(Span(phase.name, start, end, phase.source, phase.target))
+        start = end
+    return [s for s in found if s.end > s.start] or found[-1:]
+
+
+@dataclass
 class Run:
     """What one fit() trains with, passed to train_one_epoch."""
     config: TrainConfig
@@ -135,15 +165,111 @@ class Run:
     steps_per_epoch: int
     total_steps: int
     last_step: int
-    source_stream: object  # labeled batches, cycled (dann.data.cycle): a function of the step
-    target_stream: object = None
+    phases: list[Span]
     on_evaluate: EvaluationHook = field(default_factory=EvaluationHook)
     quiet: bool = False
+    streams: dict = field(default_factory=dict)  # 'source' / 'target': (batches, the step of the last one)
+
+    @property
+    def net(self):
+        """The method itself (the model is its DDP wrapper in a multi-process run)."""
+        return self.accelerator.unwrap_model(self.model)
+
+    def phase_at(self, step: int) -> Span:
+        return next((s for s in self.phases if s.start <= step < s.end), self.phases[-1])
+
+    def batch(self, kind: str, step: int) -> tuple:
+        """The batch of the source or target stream at `step`: batch number `step` of the domain's
+        endless shuffled sequence (dann.data.cycle), however many steps drew none (a phase
+        without it), so that a resumed run draws what the uninterrupted one would."""
+        stream, last = self.streams.get(kind, (None, None))
+        if stream is None or last != step - 1:
+            if kind == "source":
+                stream = cycle(self.split.train, step)
+            else:
+                stream = cycle(self.split.target, step, self.net.target_views, with_index=True)
+        self.streams[kind] = (stream, step)
+        return next(stream)
 
 
-def train_step(run: Run, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor | None, progress: float) -> dict:
-    """One update: the method's loss, backward (DDP's all-reduce), the non-finite guard,
-    clipping, the optimizer step; returns the metrics to log."""
+@dataclass
+class EpochStart:
+    """What a method's before_epoch may read (Method.before_epoch)."""
+    run: Run
+    epoch: int
+    phase: str
+
+    def target_outputs(self) -> Outputs:
+        """Logits and G_f features of every unlabeled target training image, in eval mode, at the
+        current weights (every process holds all of them); their labels are not for the method."""
+        target = self.run.split.target
+        every = torch.arange(size(target))
+        outputs = domain_outputs(self.run.net, target, self.run.accelerator, index=every, features_at=every,
+                                 stop=self.run.stop)
+        outputs.labels = None
+        return outputs
+
+
+class Optimize:
+    """One optimizer step on `loss`, as the loop takes it for a method that returns a loss: the
+    non-finite guard, backward (through the precision's scaler), gradients averaged over the
+    processes, clipping, the step. A method that owns its update calls it for each step it
+    takes, naming the parameters that step updates (default: all; the others keep their
+    gradient None, so SGD leaves them, weight decay and momentum included, as they are)."""
+
+    def __init__(self, run: Run, target_index: torch.Tensor | None = None):
+        self.run, self.target_index, self.metrics = run, target_index, {}
+
+    def __call__(self, loss: torch.Tensor, parameters=None) -> None:
+        run, accelerator = self.run, self.run.accelerator
+        run.guard.check(loss)
+        run.optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        every = [p for p in run.net.parameters() if p.requires_grad]
+        chosen = every if parameters is None else list(parameters)
+        if parameters is not None:
+            keep = {id(p) for p in chosen}
+            for p in every:
+                if id(p) not in keep:
+                    p.grad = None
+        if accelerator.num_processes > 1:  # the method was called directly, not through DDP's wrapper
+            average_gradients(chosen, accelerator)
+        run.guard.before_step(chosen)
+        if run.config.clip_grad:
+            self.metrics["grad_norm"] = accelerator.clip_grad_norm_(chosen, run.config.clip_grad)
+        run.optimizer.step()
+
+
+def average_gradients(parameters, accelerator) -> None:
+    """Every process's gradients replaced by their mean over the processes (what DDP does)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if grads:
+        flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+        for g, mean in zip(grads, flat.split([g.numel() for g in grads])):
+            g.copy_(mean.view_as(g))
+
+
+def sync_buffers(net, accelerator) -> None:
+    """Every process takes the main process's buffers (batch-norm statistics), as DDP does before
+    each forward pass; for methods that own their update, which bypass DDP's wrapper."""
+    from accelerate.utils import broadcast
+
+    for buffer in net.buffers():
+        buffer.copy_(broadcast(buffer.clone(), from_process=0))
+
+
+def train_step(run: Run, x_s, y_s, x_t, progress: float, target_index=None) -> dict:
+    """One iteration: the method's loss and one update (backward, DDP's all-reduce, the
+    non-finite guard, clipping, the optimizer step), or the updates of a method that owns
+    them; returns the metrics to log."""
+    net = run.net
+    if net.owns_update:
+        optimize = Optimize(run, target_index)
+        with run.accelerator.autocast():
+            metrics = net.update(x_s, y_s, x_t, progress, optimize)
+        if run.accelerator.num_processes > 1:
+            sync_buffers(net, run.accelerator)
+        return {**metrics, **optimize.metrics}
     loss, metrics = run.model(x_s, y_s, x_t, progress)
     run.guard.check(loss)
     run.optimizer.zero_grad(set_to_none=True)
@@ -167,16 +293,27 @@ def train_one_epoch(run: Run, state: TrainState) -> None:
     count, state.partial = state.partial.get("count", 0), {}
     start = state.step - epoch * steps_per_epoch
     end = min(steps_per_epoch, run.last_step - epoch * steps_per_epoch)
+    if start == 0:  # a fresh epoch (a resumed one has what the method computed in its checkpoint)
+        try:
+            run.net.before_epoch(EpochStart(run, epoch, run.phase_at(state.step).name))
+        except StopRequested:
+            interrupt(run, state)
     bar = tqdm(total=end, initial=start, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
                disable=run.quiet or not accelerator.is_local_main_process, dynamic_ncols=True)
     with bar:  # closed before anything else prints
         while state.step < min(run.last_step, (epoch + 1) * steps_per_epoch):
-            x_s, y_s = next(run.source_stream)
-            progress = state.step / run.total_steps
-            lr = lr_at(config, progress, epoch)
+            phase = run.phase_at(state.step)
+            if state.step == phase.start and phase is not run.phases[0]:
+                restart(run.optimizer)  # a new phase starts from no momentum
+            progress = phase.progress(state.step)
+            lr = lr_at(config, progress, epoch, state.step)
             set_lr(run.optimizer, lr)
-            x_t = next(run.target_stream)[0] if run.target_stream else None  # target labels: never used
-            metrics = train_step(run, x_s, y_s, x_t, progress)
+            x_s, y_s = run.batch("source", state.step) if phase.source else (None, None)
+            x_t, index_t = None, None
+            if phase.target and run.net.needs_target:
+                x_t, _, index_t = run.batch("target", state.step)  # target labels: never used
+            metrics = train_step(run, x_s, y_s, x_t, progress, index_t)
+            run.guard.count_iteration()
             state.step += 1
             bar.update(1)
             for k, v in metrics.items():
@@ -265,6 +402,7 @@ def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, l
     steps_per_epoch = config.iters_per_epoch or split.train.steps_per_epoch()
     total_steps = config.epochs * steps_per_epoch
     last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    model.setup(split, total_steps)
     optimizer = make_optimizer(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = state or TrainState()
@@ -276,10 +414,9 @@ def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, l
         accelerator.print(f"--resume {config.resume}: no checkpoint in {folder} yet, starting fresh")
     elif folder:
         checkpoint.check_fresh(config.output_dir)
-    needs_target = accelerator.unwrap_model(model).needs_target
+    phases = spans(accelerator.unwrap_model(model).phases(), total_steps)
     run = Run(config, model, optimizer, accelerator, split, NonFiniteGuard(accelerator, optimizer, state.step),
-              log or accelerator.log, stop, folder, steps_per_epoch, total_steps, last_step,
-              cycle(split.train, state.step), cycle(split.target, state.step) if needs_target else None,
+              log or accelerator.log, stop, folder, steps_per_epoch, total_steps, last_step, phases,
               on_evaluate or EvaluationHook(), quiet)
     start_time = time.time()
 

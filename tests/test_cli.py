@@ -69,7 +69,8 @@ def test_each_script_offers_the_methods_it_accepts():
     from dann.config import get_args_parser
 
     dann_help = get_args_parser("dann").format_help()
-    assert "{dann,cdan,dsn,mcc,adabn,pseudo_labels}" in dann_help and "baseline" not in dann_help.split("--method")[1][:40]
+    methods = "{dann,cdan,dsn,mcc,adabn,pseudo_labels,mdd,mcd,dan,coral,fixmatch,shot}"
+    assert methods in dann_help and "baseline" not in dann_help.split("--method")[1][:40]
     baseline_help = get_args_parser("baseline").format_help()
     assert "--method" not in baseline_help and "--alpha" not in baseline_help and "--train_on" in baseline_help
     assert "(default: )" not in dann_help and "{,no" not in dann_help

@@ -404,7 +404,7 @@ def test_an_unreachable_server_is_one_line_fast(tmp_path, monkeypatch, no_proxy)
     start = time.monotonic()
     message = one_line_error(lambda: build("visda2017", root, download=True).prepare(["train"]))
     assert time.monotonic() - start < 5
-    assert message.startswith(f"cannot download VisDA-2017 train from 127.0.0.1: no connection (connection refused")
+    assert message.startswith("cannot download VisDA-2017 train from 127.0.0.1: no connection (connection refused")
     assert f"download http://127.0.0.1:{port}/train.tar by hand and extract it into {root}" in message
     assert not root.exists()
 

@@ -8,7 +8,9 @@ backbone "tiny" (with dropout, so that restoring RNG states matters), and every 
 wrapped with hooks set by environment variables: TINY_STEP_SLEEP (seconds per step, to
 catch a run mid-training), TINY_SIGNAL_AT_STEP / TINY_SIGNAL (the process signals itself
 during that step; with TINY_SIGNAL_RANK only that process of a multi-process run),
-TINY_NAN_AT_STEP (that step's loss is NaN). Steps are counted from 1 in each process.
+TINY_NAN_AT_STEP (that step's loss is NaN); TINY_DIGEST_DIR (after each step, a method that owns
+its update writes the sum of its weights and buffers to <dir>/rank<RANK>.txt: the processes of
+a run must hold one model). Steps are counted from 1 in each process.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from dann import plugins  # noqa: E402
 from dann.backbones import Backbone  # noqa: E402
 from dann.data import InputSpec  # noqa: E402
 from dann.cli import script_main  # noqa: E402
+from dann.methods.base import Method  # noqa: E402
 
 
 def tiny_backbone(num_classes: int, pretrained: str) -> Backbone:
@@ -35,22 +38,41 @@ def tiny_backbone(num_classes: int, pretrained: str) -> Backbone:
 
 
 def with_hooks(method_class):
-    """A subclass of `method_class` whose step() obeys the TINY_* variables."""
+    """A subclass of `method_class` whose step() (or update(), for a method that owns its
+    updates) obeys the TINY_* variables."""
     calls = [0]
+
+    def after_step() -> bool:
+        """The hooks of one step; whether this step's loss is to be NaN."""
+        calls[0] += 1
+        time.sleep(float(os.environ.get("TINY_STEP_SLEEP", 0)))
+        rank = os.environ.get("RANK", "0")
+        if calls[0] == int(os.environ.get("TINY_SIGNAL_AT_STEP", -1)) \
+                and os.environ.get("TINY_SIGNAL_RANK", rank) == rank:
+            os.kill(os.getpid(), getattr(signal, os.environ.get("TINY_SIGNAL", "SIGTERM")))
+        return calls[0] == int(os.environ.get("TINY_NAN_AT_STEP", -1))
 
     class Hooked(method_class):
         def step(self, x_s, y_s, x_t, progress):
-            calls[0] += 1
             loss, metrics = super().step(x_s, y_s, x_t, progress)
-            time.sleep(float(os.environ.get("TINY_STEP_SLEEP", 0)))
-            rank = os.environ.get("RANK", "0")
-            if calls[0] == int(os.environ.get("TINY_SIGNAL_AT_STEP", -1)) \
-                    and os.environ.get("TINY_SIGNAL_RANK", rank) == rank:
-                os.kill(os.getpid(), getattr(signal, os.environ.get("TINY_SIGNAL", "SIGTERM")))
-            if calls[0] == int(os.environ.get("TINY_NAN_AT_STEP", -1)):
+            if after_step():
                 loss = loss * float("nan")
             return loss, metrics
-    return Hooked
+
+    class HookedUpdate(method_class):
+        def update(self, x_s, y_s, x_t, progress, optimize):
+            nan = after_step()
+
+            def optimize_with_hooks(loss, parameters=None):
+                optimize(loss * float("nan") if nan else loss, parameters)
+            optimize_with_hooks.target_index = optimize.target_index
+            metrics = super().update(x_s, y_s, x_t, progress, optimize_with_hooks)
+            if os.environ.get("TINY_DIGEST_DIR"):
+                state = [t.double().sum().item() for t in self.state_dict().values() if t.is_floating_point()]
+                Path(os.environ["TINY_DIGEST_DIR"], f"rank{os.environ.get('RANK', '0')}.txt").write_text(
+                    " ".join(f"{v:.10e}" for v in state))
+            return metrics
+    return HookedUpdate if method_class.update is not Method.update else Hooked
 
 
 def register(monkeypatch=None) -> None:

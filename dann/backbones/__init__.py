@@ -8,6 +8,7 @@ line for every way a weights file can be wrong.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import pickle
 import re
@@ -37,10 +38,33 @@ class Backbone:
     # The part of G_f that pretrained weights load into (trained at --backbone_lr_mult):
     # all of G_f unless a bottleneck was added.
     body: nn.Module | None = None
+    # Another head of G_y's architecture with a given number of outputs (MCD's second
+    # classifier, MDD's adversarial one); None: G_y's architecture, freshly initialized.
+    make_head: Callable[[int], nn.Module] | None = None
 
     def __post_init__(self):
         if self.body is None:
             self.body = self.features
+
+    def new_head(self, num_outputs: int) -> nn.Module:
+        """A head on G_f's features like G_y, with `num_outputs` outputs (pretrained layers copied
+        where the backbone says so, the rest newly initialized)."""
+        if self.make_head is not None:
+            return self.make_head(num_outputs)
+        head = copy.deepcopy(self.classifier)
+        last = [name for name, m in head.named_modules() if isinstance(m, nn.Linear)][-1]
+        for module in head.modules():
+            if hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        if head.get_submodule(last).out_features != num_outputs:
+            old = head.get_submodule(last)
+            new = nn.Linear(old.in_features, num_outputs)
+            if last:
+                parent, _, child = last.rpartition(".")
+                setattr(head.get_submodule(parent) if parent else head, child, new)
+            else:
+                head = new
+        return head
 
 
 def build(name: str, num_classes: int, pretrained: str, bottleneck_dim: int = 0) -> Backbone:
@@ -61,7 +85,7 @@ def with_bottleneck(backbone: Backbone, size: int, num_classes: int) -> Backbone
     bottleneck = nn.Sequential(nn.Linear(backbone.dim, size), nn.BatchNorm1d(size), nn.ReLU(inplace=True))
     features = nn.Sequential(OrderedDict(body=backbone.features, bottleneck=bottleneck))  # (B, size)
     return dataclasses.replace(backbone, features=features, classifier=nn.Linear(size, num_classes), dim=size,
-                               body=backbone.features)
+                               body=backbone.features, make_head=lambda outputs: nn.Linear(size, outputs))
 
 
 def read_state_dict(path: str, what: str) -> dict[str, torch.Tensor]:

@@ -44,4 +44,5 @@ def build(num_classes: int, pretrained: str) -> Backbone:
         load_matching(net, state_dict, pretrained, "features.", new_layers=("classifier.6.",))
     return Backbone(features=AlexNetFeatures(net), classifier=net.classifier, dim=9216,
                     input=InputSpec(size=224, min_size=63),
-                    make_discriminator=lambda in_features: copy_classifier(net.classifier, in_features))
+                    make_discriminator=lambda in_features: copy_classifier(net.classifier, in_features),
+                    make_head=lambda outputs: copy_classifier(net.classifier, 9216, outputs))

@@ -88,7 +88,8 @@ def build(num_classes: int, pretrained: str) -> Backbone:
     return Backbone(features=features, classifier=classifier, dim=9216,
                     input=InputSpec(size=227, min_size=39, normalization="caffe", mean=CAFFE_MEAN_BGR,
                                     std=(1.0, 1.0, 1.0)),
-                    make_discriminator=lambda in_features: copy_classifier(classifier, in_features))
+                    make_discriminator=lambda in_features: copy_classifier(classifier, in_features),
+                    make_head=lambda outputs: copy_classifier(classifier, 9216, outputs))
 
 
 def download_npy() -> Path:

@@ -344,10 +344,11 @@ class LoaderDomain(TensorDomain):
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    def train_batches(self, epoch: int, start: int = 0):
+    def train_batches(self, epoch: int, start: int = 0, views: tuple[str, ...] = (), with_index: bool = False):
         batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world, self.name)
         for i, (x, y) in enumerate(self._load(batches[start:]), start):
-            yield self._prepare(x, True, aug_key(self.seed, epoch, i, self.rank)), y
+            x = self._prepare(x, True, aug_key(self.seed, epoch, i, self.rank), views)
+            yield (x, y, batches[i].to(self.device)) if with_index else (x, y)
 
     def eval_batches(self):
         for x, y in self._load(self._eval_index_batches()):

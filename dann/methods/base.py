@@ -6,10 +6,18 @@ number of classes, says whether it needs target batches, how its parameters lear
 loop runs backward and the optimizer) and `predict` (class logits). `forward` dispatches to
 both, so that every call goes through the DDP wrapper that `accelerate.prepare` puts around
 the method.
+
+A family that needs more declares it (each has a default that asks for nothing):
+`update(x_s, y_s, x_t, progress, optimize)` instead of `step` to take its own optimizer steps
+(MCD: three per iteration), `phases()` for stretches of the run with their own batches and
+schedules (SHOT: source training, then adaptation without source batches), `target_views`
+for augmented views of each target batch (FixMatch: weak and strong), `before_epoch` for work
+at each epoch's start (SHOT's clustering pseudo-labels), `setup` for what depends on the data.
 """
 from __future__ import annotations
 
 from contextlib import nullcontext
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -20,8 +28,18 @@ from dann.data import InputSpec
 from dann.methods import terms
 
 
+class Phase(NamedTuple):
+    """A stretch of a run: its share of the steps, which batches it draws; the progress p a
+    method and the lr schedule see restarts from 0 at its start, and so does SGD's momentum."""
+    name: str
+    share: float = 1.0
+    source: bool = True  # labeled source batches
+    target: bool = True  # unlabeled target batches (for a method that needs them)
+
+
 class Method(nn.Module):
     needs_target = True  # does step() use target batches (unlabeled)?
+    target_views: tuple[str, ...] = ()  # e.g. ("weak", "strong"): x_t is a tuple of those views (dann/augment.py)
 
     def __init__(self, backbone: Backbone, config):
         super().__init__()
@@ -32,6 +50,8 @@ class Method(nn.Module):
         # Parts trained at --backbone_lr_mult times --lr (the pretrained body of G_f).
         self.slow_parts = [backbone.body]
         self.backbone_lr_mult = config.backbone_hp.backbone_lr_mult
+        self.total_steps = 0  # the run's length in steps (setup)
+        self.domain_batches = config.domain_batches
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None, x_t: torch.Tensor | None = None,
                 progress: float = 0.0):
@@ -48,6 +68,34 @@ class Method(nn.Module):
         None when `needs_target` is False; progress: p in [0, 1] over the whole run.
         """
         raise NotImplementedError
+
+    def update(self, x_s: torch.Tensor | None, y_s: torch.Tensor | None, x_t, progress: float, optimize) -> dict:
+        """For a method that owns its updates (instead of `step`): this iteration's optimizer steps,
+        each `optimize(loss, parameters)` (the loop's guard, clipping, precision and process
+        sync apply to each); returns the metrics to log. `optimize.target_index` holds the
+        target batch's examples (their index in the target domain)."""
+        raise NotImplementedError
+
+    @property
+    def owns_update(self) -> bool:
+        return type(self).update is not Method.update
+
+    def phases(self) -> list[Phase]:
+        """The run's phases, in order (default: one, with source and target batches)."""
+        return [Phase("train")]
+
+    def setup(self, split, total_steps: int) -> None:
+        """Before training (and before a checkpoint is loaded): what depends on the data. Buffers a
+        checkpoint must carry are sized here. `total_steps`: the run's length, for schedules over
+        absolute iterations; every part of the method with a `total_steps` attribute gets it."""
+        for part in self.modules():
+            if hasattr(part, "total_steps"):
+                part.total_steps = total_steps
+
+    def before_epoch(self, epoch) -> None:
+        """At the start of each epoch's training (not when a run resumes midway: what it computes
+        is in the checkpoint). `epoch.phase` names the phase; `epoch.target_outputs()` is one pass
+        over the unlabeled target training images (logits and G_f features of all of them)."""
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -68,10 +116,12 @@ class Method(nn.Module):
         return [g for g in groups if g["params"]]
 
     def per_domain(self, net: nn.Module, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """net(a), net(b). One pass over both batches, except for networks with batch norm:
-        those see each domain's batch on its own, so that a batch's statistics are one
-        domain's (normalizing a mixed batch hurt DANN on digits: issue 19's probe)."""
-        if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in net.modules()):
+        """net(a), net(b). One pass over both batches, except for networks with batch norm under
+        --domain_batches separate (the default): those see each domain's batch on its own, so that
+        a batch's statistics are one domain's (normalizing a mixed batch hurt DANN on digits: issue
+        19's probe); 'joint' concatenates them, as TLlib's examples do."""
+        if self.domain_batches == "separate" and any(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                                                     for m in net.modules()):
             return net(a), net(b)
         return net(torch.cat([a, b])).split([len(a), len(b)])
 

@@ -20,7 +20,12 @@ class DANN(Method):
 
     def step(self, x_s, y_s, x_t, progress):
         f_s, f_t = self.per_domain(self.features, x_s, x_t)
-        class_loss, metrics = self.source_loss(self.classifier(f_s), y_s)  # (1)
+        if self.hp.classify_target:  # G_y sees the target batch too (its batch-norm statistics)
+            logits_s, logits_t = self.per_domain(self.classifier, f_s, f_t)
+        else:
+            logits_s = self.classifier(f_s)
+            logits_t = self.classifier(f_t) if self.uses_target_logits() else None
+        class_loss, metrics = self.source_loss(logits_s, y_s)  # (1)
         d_loss, d_metrics = self.adversary(f_s, f_t, progress)  # (2) and (3)
-        extra, extra_metrics = self.target_terms(self.classifier(f_t)) if self.uses_target_logits() else (0.0, {})
+        extra, extra_metrics = self.target_terms(logits_t) if self.uses_target_logits() else (0.0, {})
         return class_loss + d_loss + extra, {**metrics, **d_metrics, **extra_metrics}
