@@ -163,6 +163,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     tab.add_argument("--selection", default="", help="how a recipe row with a grid (a YAML list of values) is "
                                                       "chosen in each cell: " + SELECTION_HELP)
     add_runner_flags(tab, "all")
+    choose = sub.add_parser("choose", help="each method's recipe from a finished tuning table: the best mean over its "
+                                           "pairs and seeds, with the leave-one-pair-out picks", **common)
+    choose.add_argument("folder", help="a `sweep.py table` folder, e.g. runs/digits_tuning")
     run = sub.add_parser("run", help="run a sweep YAML's grid locally; finished runs are skipped",
                          epilog=PASS_THROUGH, **common)
     run.add_argument("sweep", help="a W&B sweep YAML, e.g. sweeps/4C_dann_xdomain.yaml")
@@ -233,6 +236,10 @@ def main(argv: list[str]) -> int:
                   backbones=backbones.split(","), seeds=args.seeds or str(spec.get("seeds", "0,1,2,3,4")),
                   runner=make_runner(args, args.out), wandb_mode=args.wandb, common=spec.get("common"), extra=extra,
                   selection=args.selection)
+    elif args.command == "choose":
+        from dann.experiments.tables import choose_recipes
+
+        print(choose_recipes(args.folder), end="")
     elif args.command == "run":
         rows = grids.run_sweep(args.sweep, args.out, extra, args.command_style, make_runner(args, args.out),
                                 args.wandb, args.max_runs)

@@ -409,3 +409,27 @@ def test_the_digits_table_recipes_are_flags_of_their_methods():
     for row in spec["rows"]:
         check_row(row, spec["common"])  # raises on a flag the row's method does not take
     assert all(":" in p for p in spec["pairs"]) and spec["dataset"] == "digits_shipped"
+
+
+def test_choose_picks_each_familys_best_mean_and_says_whether_leaving_a_pair_out_changes_it(tmp_path):
+    """`sweep.py choose`: rows '<family> (<recipe>)' of a tuning table; per family the best mean over
+    all pairs and seeds, in bold; the leave-one-pair-out picks say how robust the choice is."""
+    import csv
+
+    from dann.experiments.tables import choose_recipes
+
+    accs = {"DANN (reference)": {"a->b": [60, 62], "c->d": [40, 42], "e->f": [30, 30]},
+            "DANN (other)": {"a->b": [70, 72], "c->d": [39, 41], "e->f": [20, 21]},
+            "MCC (reference)": {"a->b": [80, 80], "c->d": [50, 50], "e->f": [50, 50]}}
+    with open(tmp_path / "table.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "pair", "backbone", "mean ± std", "seed", "target_acc"])
+        for row, pairs in accs.items():
+            for pair, values in pairs.items():
+                writer.writerows([row, pair, "lenet_bn", "", seed, value] for seed, value in enumerate(values))
+    text = choose_recipes(tmp_path)
+    assert "| **DANN (reference)** | 61.0 | 41.0 | 30.0 | 44.0 |" in text  # 'other': 43.8
+    assert "e: DANN (other)" in text and "a: same" in text  # leaving e->f out, 'other' would win
+    assert "| **MCC (reference)** |" in text and "| DANN (other) |" in text
+    with pytest.raises(Exception, match="no table.csv"):
+        choose_recipes(tmp_path / "missing")

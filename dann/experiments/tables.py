@@ -295,3 +295,42 @@ def paired(jobs: list[Job]) -> str:
             cells.append(f"{statistics.fmean(diffs):+.1f}{spread} (min {min(diffs):+.1f})")
         lines.append("| " + " | ".join([r] + cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def family(row: str) -> str:
+    """A row's method family: its name before the recipe's description, 'DANN (reference)' -> 'DANN'."""
+    return row.split(" (", 1)[0]
+
+
+def choose_recipes(folder: str | Path) -> str:
+    """Each family's recipe from a finished tuning table (its table.csv): the row of the family
+    with the highest mean target accuracy over every pair and seed. Markdown: every row's mean per
+    pair and overall, the chosen one in bold, and which row each leave-one-pair-out choice (on the
+    other pairs only) would have picked: a choice that does not change is a robust one."""
+    path = Path(folder) / "table.csv"
+    if not path.is_file():
+        raise UserError(f"{path}: no table.csv; run `sweep.py table` into {folder} first")
+    with open(path) as f:
+        records = list(csv.DictReader(f))
+    pairs = list(dict.fromkeys(r["pair"] for r in records))
+    accs: dict[str, dict[str, list[float]]] = {}
+    for r in records:
+        accs.setdefault(r["row"], {}).setdefault(r["pair"], []).append(float(r["target_acc"]))
+
+    def mean_over(row: str, kept: list[str]) -> float:
+        return statistics.fmean(a for p in kept for a in accs[row].get(p, []))
+
+    complete = [row for row in accs if all(accs[row].get(p) for p in pairs)]
+    lines = ["| row | " + " | ".join(p.replace("->", " → ") for p in pairs) + " | mean | leave-one-pair-out pick |",
+             "|---|" + "---|" * (len(pairs) + 2)]
+    for name in dict.fromkeys(family(row) for row in complete):
+        rows = [row for row in complete if family(row) == name]
+        best = max(rows, key=lambda row: mean_over(row, pairs))
+        loo = [max(rows, key=lambda row: mean_over(row, [p for p in pairs if p != left])) for left in pairs]
+        for row in rows:
+            cells = [f"{statistics.fmean(accs[row][p]):.1f}" for p in pairs] + [f"{mean_over(row, pairs):.1f}"]
+            label = f"**{row}**" if row == best else row
+            picks = ", ".join(f"{p.split('->')[0]}: {'same' if pick == best else pick}"
+                              for p, pick in zip(pairs, loo)) if row == best else ""
+            lines.append(f"| {label} | " + " | ".join(cells) + f" | {picks} |")
+    return "\n".join(lines) + "\n"
