@@ -433,3 +433,16 @@ def test_choose_picks_each_familys_best_mean_and_says_whether_leaving_a_pair_out
     assert "| **MCC (reference)** |" in text and "| DANN (other) |" in text
     with pytest.raises(Exception, match="no table.csv"):
         choose_recipes(tmp_path / "missing")
+
+
+def test_a_table_trains_a_recipe_two_rows_share_once(tmp_path):
+    """Two rows with the same flags (a chosen recipe that is the reference one): one run, read by both."""
+    from dann.experiments.tables import Row, cell_jobs, shared_runs
+
+    rows = [Row("DANN (reference)", "dann", {"alpha": 1.0}), Row("DANN (chosen)", "dann", {"alpha": 1.0}),
+            Row("DANN (other)", "dann", {"alpha": 0.3})]
+    jobs = [job for row in rows for job in cell_jobs(tmp_path, "digits_shipped", ("mnist", "uci"), "lenet_bn", row,
+                                                       "0,1", {}, [])]
+    to_run = shared_runs(jobs)
+    assert len(to_run) == 2 and jobs[0].run_dir == jobs[1].run_dir != jobs[2].run_dir
+    assert [j.params["row"] for j in jobs] == ["DANN (reference)", "DANN (chosen)", "DANN (other)"]

@@ -154,6 +154,16 @@ def cell_jobs(out: Path, dataset: str, pair: tuple[str, str], backbone: str, row
     return jobs
 
 
+def shared_runs(jobs: list[Job]) -> list[Job]:
+    """The jobs to run: a cell whose command another row's cell already has (a chosen recipe that
+    is the reference one) reads that run's folder instead of training the same model again."""
+    first: dict[tuple, Job] = {}
+    for job in jobs:
+        same = first.setdefault(tuple(job.command), job)
+        job.run_dir = same.run_dir
+    return list(first.values())
+
+
 def job_value(job: Job, key: str) -> float | None:
     """`key` of a finished job's results.json (None if it has not finished or lacks it)."""
     if read_metric(job.run_dir, job.metric) is None:
@@ -215,7 +225,7 @@ def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], ro
     jobs = [job for pair in pairs for backbone in backbones for row in rows
             for job in cell_jobs(out, dataset, pair, backbone, row, seeds, common, extra)]
     start = time.time()
-    runner.run(jobs)
+    runner.run(shared_runs(jobs))
     jobs, chosen = choose_points(jobs, selection)
     markdown, csv_rows = table(jobs)
     out.mkdir(parents=True, exist_ok=True)
