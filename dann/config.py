@@ -132,6 +132,10 @@ class TrainConfig:
         "results.json and final weights (default: runs/<method>-<source>-<target>-<time>)"))
     report_to: str = field(default="none", metadata=_flag(
         "experiment trackers", choices=("none", "wandb", "tensorboard", "all")))
+    progress: str = field(default="auto", metadata=_flag(
+        "'bar' (tqdm), 'lines' (one line per epoch with its time and the ETA: no carriage returns in a log), "
+        "'off', or 'auto': a bar on a terminal, lines otherwise; TQDM_DISABLE=1 turns bars off",
+        choices=("auto", "bar", "lines", "off")))
     log_every: int = field(default=10, metadata=_flag(
         "iterations between train/* logs, and between checks for a non-finite loss"))
     eval_every: int = field(default=1, metadata=_flag(

@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
-from dann import checkpoint, datasets, methods, selection, tracking
+from dann import checkpoint, datasets, methods, progress, selection, tracking
 from dann.backbones import is_weights_name
 from dann.config import TrainConfig, default_output_dir, with_method
 from dann.errors import UserError, is_main_process, note
@@ -132,6 +132,7 @@ def run(config: TrainConfig, stop=None) -> dict:
     weights and the figures to output_dir (a subfolder per model when there are several).
     stop: see dann.train.fit (the scripts pass a signals.StopOnSignal)."""
     wall_start = time.time()
+    progress.set_mode(config.progress)
     dataset = datasets.build(config)
     config = resolve(config, dataset)
     check_pretrained(config)

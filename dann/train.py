@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from dann import checkpoint
 from dann.config import TrainConfig
@@ -28,6 +27,7 @@ from dann.datasets import Split
 from dann.errors import UserError
 from dann.optim import lr_at, make_optimizer, release_optimizer, set_lr
 from dann.outputs import Snapshot
+from dann.progress import Clock, EpochProgress
 from dann.signals import Interrupted, StopRequested
 
 
@@ -139,6 +139,7 @@ class Run:
     target_stream: object = None
     on_evaluate: EvaluationHook = field(default_factory=EvaluationHook)
     quiet: bool = False
+    clock: Clock = field(default_factory=Clock)  # what the ETA is measured on
 
 
 def train_step(run: Run, x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor | None, progress: float) -> dict:
@@ -167,8 +168,8 @@ def train_one_epoch(run: Run, state: TrainState) -> None:
     count, state.partial = state.partial.get("count", 0), {}
     start = state.step - epoch * steps_per_epoch
     end = min(steps_per_epoch, run.last_step - epoch * steps_per_epoch)
-    bar = tqdm(total=end, initial=start, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-               disable=run.quiet or not accelerator.is_local_main_process, dynamic_ncols=True)
+    bar = EpochProgress(run.clock, epoch=epoch + 1, epochs=config.epochs, step=state.step, end=end, start=start,
+                        last_step=run.last_step, show=not run.quiet and accelerator.is_local_main_process)
     with bar:  # closed before anything else prints
         while state.step < min(run.last_step, (epoch + 1) * steps_per_epoch):
             x_s, y_s = next(run.source_stream)
