@@ -21,7 +21,7 @@ from dann.errors import note, warn
 from dann.outputs import Snapshot, evaluated
 from dann.signals import StopRequested
 
-SUMMARY_KEYS = ("target_acc", "best_target_acc", "source_acc")
+SUMMARY_KEYS = ("target_acc", "best_target_acc", "source_acc", "target_mean_class_acc")
 
 
 # ---------------------------------------------------------------------------- tracker setup
@@ -122,12 +122,14 @@ def summarize(runs: list[dict]) -> dict:
     target_acc etc.: mean over all models; *_std: standard deviation over seeds of the
     per-seed mean over targets (sample std; 0 for one seed); <target>/<key>: mean over
     seeds; xdomain/<key>_mean: mean over targets, the metric cross-domain sweeps maximize;
-    select/<rule>: the selection scores' mean over all models.
+    select/<rule>: the selection scores' mean over all models. A key some model lacks is left out.
     """
     targets = list(dict.fromkeys(r["target"] for r in runs))
     seeds = list(dict.fromkeys(r["seed"] for r in runs))
     summary = {"num_seeds": len(seeds), "seeds": seeds, "targets": targets}
     for key in SUMMARY_KEYS:
+        if any(r.get(key) is None for r in runs):
+            continue
         summary[key] = statistics.fmean(r[key] for r in runs)
         per_seed = [statistics.fmean(r[key] for r in runs if r["seed"] == s) for s in seeds]
         summary[f"{key}_std"] = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0

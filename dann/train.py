@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from dann import checkpoint
 from dann.config import TrainConfig
 from dann.data import cycle
-from dann.datasets import Split
+from dann.datasets import Split, mean_class_accuracy
 from dann.errors import UserError
 from dann.optim import lr_at, make_optimizer, release_optimizer, set_lr
 from dann.outputs import Snapshot
@@ -240,13 +240,23 @@ def evaluate_epoch(run: Run, state: TrainState) -> None:
     except StopRequested:
         interrupt(run, state)  # pending_eval stays set: the resumed run evaluates first
     record = state.history[-1]
-    record.update({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"], **scores})
+    accuracies = {"eval/source_acc": source["acc"], "eval/target_acc": target["acc"],
+                  "eval/source_mean_class_acc": mean_class_acc(source),
+                  "eval/target_mean_class_acc": mean_class_acc(target)}
+    record.update({**accuracies, **scores})
     state.last_eval = {"target_acc": target["acc"], "source_acc": source["acc"], "num_target": target["total"],
-                       "num_source": source["total"], "confusion": target["confusion"]}
-    run.log({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"], **scores}, state.step)
+                       "num_source": source["total"], "confusion": target["confusion"],
+                       "target_mean_class_acc": accuracies["eval/target_mean_class_acc"],
+                       "source_mean_class_acc": accuracies["eval/source_mean_class_acc"]}
+    run.log({**accuracies, **scores}, state.step)
     if not run.quiet:
         accelerator.print(f"epoch {record['epoch']}/{run.config.epochs} step {state.step}: "
                           + " ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
+
+
+def mean_class_acc(accuracy: dict) -> float:
+    """The mean per-class accuracy of a Snapshot.accuracy (VisDA-2017's figure); 0 for no examples."""
+    return mean_class_accuracy(accuracy["confusion"]) if accuracy["total"] else 0.0
 
 
 def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, log=None, stop=None,
@@ -310,6 +320,8 @@ def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, l
     return model, {
         "target_acc": last["target_acc"], "best_target_acc": best["eval/target_acc"], "best_epoch": best["epoch"],
         "source_acc": last["source_acc"], "num_target_eval": last["num_target"],
+        "target_mean_class_acc": last.get("target_mean_class_acc"),
+        "source_mean_class_acc": last.get("source_mean_class_acc"),
         "num_source_eval": last["num_source"], "confusion_matrix": last["confusion"], "steps": state.step,
         "epochs": history, "train_seconds": time.time() - start_time,
     }
