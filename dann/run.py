@@ -22,9 +22,9 @@ from accelerate.utils import broadcast_object_list, set_seed
 from dann import checkpoint, datasets, methods, progress, selection, tracking
 from dann.backbones import is_weights_name
 from dann.config import TrainConfig, default_output_dir, with_method
-from dann.errors import UserError, is_main_process, note
+from dann.errors import UserError, is_main_process, note, warn
 from dann.outputs import Snapshot, merge_wanted
-from dann.train import EvaluationHook, fit
+from dann.train import EvaluationHook, fit, step_budget
 
 GPU_EPOCHS, CPU_EPOCHS = 30, 1  # --epochs 0: the homework's run on a GPU, a first look on a CPU
 
@@ -109,6 +109,78 @@ def per_process_batch(config: TrainConfig, accelerator: Accelerator) -> int:
     return config.batch_size
 
 
+def asked_processes(environ: dict, launcher_argv: list[str]) -> int:
+    """How many processes `accelerate launch` was asked for when its one-process launcher started
+    this one (0 if not: another launcher, or one process asked for). Without --multi_gpu (and with
+    its own --cpu, which --multi_gpu refuses) `accelerate launch --num_processes N` runs the script
+    once: it sets ACCELERATE_USE_CPU, and MASTER_ADDR/MASTER_PORT when N > 1, but no WORLD_SIZE.
+    N is read from the launcher's command line, or from its --config_file."""
+    if "ACCELERATE_USE_CPU" not in environ or "WORLD_SIZE" in environ or "MASTER_PORT" not in environ:
+        return 0
+    flags = dict(arg.split("=", 1) for arg in launcher_argv if arg.startswith("--") and "=" in arg)
+    flags.update(zip(launcher_argv, launcher_argv[1:]))
+    asked = flags.get("--num_processes")
+    if asked is None and flags.get("--config_file"):
+        import yaml
+
+        try:
+            asked = (yaml.safe_load(Path(flags["--config_file"]).read_text()) or {}).get("num_processes")
+        except (OSError, yaml.YAMLError, AttributeError):
+            asked = None
+    try:
+        return int(asked) if int(asked) > 1 else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def warn_if_fewer_processes(num_processes: int) -> None:
+    """One line when `accelerate launch` was asked for N processes and started one (Accelerate
+    says nothing)."""
+    import psutil
+
+    try:
+        launcher = psutil.Process(os.getppid()).cmdline()
+    except psutil.Error:
+        launcher = []
+    asked = asked_processes(dict(os.environ), launcher)
+    if asked > num_processes:
+        warn(f"`accelerate launch` was asked for {asked} processes but started {num_processes}: without --multi_gpu "
+             f"it starts one (and its --cpu refuses --multi_gpu); for {asked} processes, e.g. on a CPU: "
+             f"accelerate launch --multi_gpu --num_processes {asked} train_dann.py --cpu ...")
+
+
+def resolved_settings(config: TrainConfig, accelerator: Accelerator, split) -> dict:
+    """What the flags became on this machine, for the start-up line and the trackers' config:
+    processes, device, precision, batches, the step budget of each model, models, output folder."""
+    steps_per_epoch, last_step = step_budget(config, split)
+    per_process = per_process_batch(config, accelerator)
+    device = accelerator.device
+    return {"num_processes": accelerator.num_processes, "device": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+            "precision": {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision),
+            "per_process_batch": per_process, "global_batch": per_process * accelerator.num_processes,
+            "steps_per_epoch": steps_per_epoch, "total_steps": last_step,
+            "num_models": len(config.targets) * len(config.seed_list), "output_dir": config.output_dir}
+
+
+def startup_line(config: TrainConfig, settings: dict) -> str:
+    """e.g. 'start: 1 process on cpu, fp32, global batch 64 (64 per process), 50 steps per epoch,
+    500 steps (10 epochs) -> runs/...'."""
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"
+
+    models = settings["num_models"]
+    budget = count(settings["total_steps"], "step") + (f" (--max_steps {config.max_steps})" if config.max_steps
+                                                         else f" ({count(config.epochs, 'epoch')})")
+    if models > 1:
+        seeds = ",".join(map(str, config.seed_list))
+        budget += f" per model x {models} models (targets {config.target}; seeds {seeds})"
+    device = settings["device"] + (f" ({settings['device_name']})" if settings["device_name"] else "")
+    return (f"start: {count(settings['num_processes'], 'process')} on {device}, {settings['precision']}, "
+            f"global batch {settings['global_batch']} ({settings['per_process_batch']} per process), "
+            f"{count(settings['steps_per_epoch'], 'step')} per epoch, {budget} -> {settings['output_dir']}")
+
+
 def check_pretrained(config: TrainConfig) -> None:
     """A missing weights file is reported before anything is downloaded or decoded (a weights
     name, e.g. IMAGENET1K_V2, is the backbone's to check)."""
@@ -138,6 +210,7 @@ def run(config: TrainConfig, stop=None) -> dict:
     check_pretrained(config)
     accelerator = make_accelerator(config)
     check_batch(config, accelerator)
+    warn_if_fewer_processes(accelerator.num_processes)
     output_dir = Path(config.output_dir)
     # Refuse a second live run writing in the same folder.
     created = not output_dir.exists()
@@ -255,6 +328,8 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
         world=accelerator.num_processes, channels_last=channels_last,
         workers=config.num_workers if accelerator.is_main_process else 1))
 
+    settings = resolved_settings(config, accelerator, splits[config.targets[0]])
+    accelerator.print(startup_line(config, settings))
     tracking.init_tracking(accelerator, config, config.flat())
     runs, step_offset = [], 0
     for target in config.targets:  # --target cartoon,sketch: cross-domain validation

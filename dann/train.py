@@ -259,6 +259,14 @@ def mean_class_acc(accuracy: dict) -> float:
     return mean_class_accuracy(accuracy["confusion"]) if accuracy["total"] else 0.0
 
 
+def step_budget(config: TrainConfig, split: Split) -> tuple[int, int]:
+    """(steps per epoch, the last step): --iters_per_epoch or a pass over the training domain,
+    times --epochs, cut at --max_steps."""
+    steps_per_epoch = config.iters_per_epoch or split.train.steps_per_epoch()
+    total_steps = config.epochs * steps_per_epoch
+    return steps_per_epoch, min(total_steps, config.max_steps) if config.max_steps else total_steps
+
+
 def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, log=None, stop=None,
         state: TrainState | None = None, on_evaluate: EvaluationHook | None = None,
         quiet: bool = False) -> tuple[torch.nn.Module, dict]:
@@ -273,9 +281,8 @@ def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, l
     stop (then `signals.Interrupted` is raised); config.resume continues from one. A
     non-finite loss raises UserError. quiet: no progress bar and no epoch lines.
     """
-    steps_per_epoch = config.iters_per_epoch or split.train.steps_per_epoch()
-    total_steps = config.epochs * steps_per_epoch
-    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    steps_per_epoch, last_step = step_budget(config, split)
+    total_steps = config.epochs * steps_per_epoch  # p = step / total_steps
     optimizer = make_optimizer(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
     state = state or TrainState()
