@@ -19,7 +19,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
-from dann import checkpoint, datasets, methods, progress, selection, tracking
+from dann import checkpoint, datasets, figures, methods, progress, selection, tracking
 from dann.backbones import is_weights_name
 from dann.config import TrainConfig, default_output_dir, with_method
 from dann.errors import UserError, is_main_process, note, warn
@@ -87,7 +87,7 @@ def resolve(config: TrainConfig, dataset) -> TrainConfig:
         changes["num_workers"] = datasets.default_workers()
     for flag in ("tsne", "save_model"):  # the quick check (--max_steps) skips them unless asked
         if getattr(config, flag) is None:
-            changes[flag] = not config.max_steps
+            changes[flag] = not config.max_steps or (flag == "save_model" and config.log_model)
     changes["source"], changes["target"] = datasets.check_domains(dataset, config)
     config = dataclasses.replace(config, **changes)
     if config.resume not in ("", "auto") and not config.output_dir:  # continue in the run's folder
@@ -250,17 +250,17 @@ class Evaluations(EvaluationHook):
     def features_wanted(self, split, final: bool) -> dict:
         if not final:
             return {}
-        return merge_wanted(selection.features_wanted(self.config, split), tracking.features_wanted(self.config, split))
+        return merge_wanted(selection.features_wanted(self.config, split), figures.features_wanted(self.config, split))
 
     def __call__(self, snapshot: Snapshot, final: bool) -> dict:
         self.last = snapshot if final else None
         return selection.during_training(snapshot, self.config)
 
 
-def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, step_offset: int,
+def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, log,
                 channels_last: bool, stop) -> dict:
     """Train one model (one target, one seed) in <output_dir>/<prefix>: its checkpoints,
-    weights and figures; returns its results."""
+    weights and figures; returns its results. log(values, step): its trackers."""
     model_dir = Path(config.output_dir) / prefix
     config = dataclasses.replace(config, output_dir=str(model_dir))  # its own checkpoints
     if channels_last:
@@ -270,14 +270,12 @@ def train_model(config: TrainConfig, model, accelerator: Accelerator, split, pre
     set_seed(config.seed, device_specific=True)
     split = dataclasses.replace(split, **{k: with_seed(getattr(split, k), config.seed)
                                           for k in ("train", "target", "test", "source_test")})
-    log = tracking.prefixed_log(accelerator, prefix, step_offset)
     evaluations = Evaluations(config)
     model, results = fit(config, model, accelerator, split, log=log, stop=stop, on_evaluate=evaluations)
     # the last evaluation's pass; a run resumed after it (stopped during the end-of-run scores) makes its own
     snapshot = evaluations.last or Snapshot(model, split, accelerator, stop, evaluations.features_wanted(split, True))
     results.update(selection.end_of_run(config, snapshot, results["steps"], channels_last, stop, log))
-    results.update(tracking.end_of_run_figures(accelerator, snapshot, results["confusion_matrix"], config,
-                                               model_dir, prefix, stop))
+    results.update(figures.end_of_run_figures(accelerator, snapshot, results["confusion_matrix"], config, model_dir))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and config.save_model:
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -330,8 +328,8 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
 
     settings = resolved_settings(config, accelerator, splits[config.targets[0]])
     accelerator.print(startup_line(config, settings))
-    tracking.init_tracking(accelerator, config, config.flat())
-    runs, step_offset = [], 0
+    trackers = tracking.Trackers(accelerator, config, settings)
+    runs = []
     for target in config.targets:  # --target cartoon,sketch: cross-domain validation
         for seed in config.seed_list:  # --seeds 0,1,2: final runs
             if first_model is not None:
@@ -339,14 +337,15 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
             else:
                 set_seed(seed)
                 model = methods.build(config, len(classes))
+            prefix = tracking.model_prefix(target, seed, config)
+            flags = dataclasses.replace(config, target=target, seed=seed, seeds="")  # its tracker runs' config
+            log = trackers.start_model(flags, prefix)
             one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="")
             runs.append({"target": target, "seed": seed, **train_model(
-                one, model, accelerator, splits[target], tracking.model_prefix(target, seed, config),
-                step_offset, channels_last, stop)})
-            step_offset += runs[-1]["steps"]
+                one, model, accelerator, splits[target], prefix, log, channels_last, stop)})
+            trackers.end_model(flags, prefix, runs[-1], classes, output_dir / prefix / "model.safetensors")
 
     summary = tracking.summarize(runs)
-    tracking.log_summary(accelerator, summary)
     results = {"method": config.method, "config": config.flat(), **summary,
                **(runs[0] if len(runs) == 1 else {}), "runs": runs, **data_info,
                "per_process_batch": batch_config.batch_size,
@@ -356,5 +355,6 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
                "wall_seconds": time.time() - wall_start}
     if accelerator.is_main_process:
         write_results(results, runs, summary, output_dir, accelerator, dataset.headline)
+    trackers.finish(summary, output_dir / "results.json" if accelerator.is_main_process else None, runs[-1]["steps"])
     accelerator.end_training()
     return results
