@@ -82,6 +82,25 @@ def test_selection_grids_parse_and_record_every_rule(path):
 W_AND_B_SWEEPS = sorted(p for p in (ROOT / "sweeps").rglob("*.yaml") if p.parent.name != "tables")
 
 
+def agent_args(params: dict) -> list[str]:
+    """A grid point's flags as `wandb agent` builds them for ${args} (W&B's own builder)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    return create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})["args"]
+
+
+@pytest.mark.parametrize("path", W_AND_B_SWEEPS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_wandb_sweep_logs_to_wandb_under_an_agent_and_the_runner_may_turn_it_off(path):
+    """Under `wandb agent` every run reports to W&B (else the sweep's metric never arrives); the
+    local runner's `--wandb off` (its extra --report_to=none, after the grid's flags) still wins."""
+    config = grids.load_sweep(path)
+    method = grids.METHOD_OF_PROGRAM[config["program"]]
+    for params in grids.grid(config):
+        assert parse_config(method, agent_args(params)).report_to in ("wandb", "all"), params
+    (params,) = grids.grid(config)[:1]
+    assert parse_config(method, [*agent_args(params), "--report_to=none"]).report_to == "none"
+
+
 def program_flags(command: list[str]) -> list[str]:
     return command[next(i for i, part in enumerate(command) if part.endswith(".py")) + 1:]
 
