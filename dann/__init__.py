@@ -5,6 +5,6 @@ Plug-ins (registered in plugins.py): methods/ (what a step computes), backbones/
 discriminators (G_d and gradient reversal), datasets/ (domains, classes, images). The rest:
 config (flags), data (batches on the device), train (the loop), run (one run from flags),
 checkpoint (save, resume, signals), selection (scores without target labels), tracking (W&B,
-figures), downloads and errors (what the user sees). experiments/ is the tier above: grids,
+TensorBoard), figures, progress (bars or lines), downloads and errors (what the user sees). experiments/ is the tier above: grids,
 runners, tables, reports; the library never imports it.
 """

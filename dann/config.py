@@ -142,6 +142,10 @@ class TrainConfig:
         "results.json and final weights (default: runs/<method>-<source>-<target>-<time>)"))
     report_to: str = field(default="none", metadata=_flag(
         "experiment trackers", choices=("none", "wandb", "tensorboard", "all")))
+    progress: str = field(default="auto", metadata=_flag(
+        "'bar' (tqdm), 'lines' (one line per epoch with its time and the ETA: no carriage returns in a log), "
+        "'off', or 'auto': a bar on a terminal, lines otherwise; TQDM_DISABLE=1 turns bars off",
+        choices=("auto", "bar", "lines", "off")))
     log_every: int = field(default=10, metadata=_flag(
         "iterations between train/* logs, and between checks for a non-finite loss"))
     eval_every: int = field(default=1, metadata=_flag(
@@ -149,8 +153,11 @@ class TrainConfig:
     # experiment tracking
     wandb_project: str = field(default="dann-pacs", metadata=_flag("W&B project (--report_to wandb)"))
     wandb_entity: str = field(default="", metadata=_flag("W&B entity: user or team (default: yours)"))
-    run_name: str = field(default="", metadata=_flag("tracker run name (default: W&B's random name)"))
-    wandb_group: str = field(default="", metadata=_flag("W&B group, e.g. the experiment: 4B"))
+    run_name: str = field(default="", metadata=_flag(
+        "tracker run name (default: the output folder's name); with several models, each model's run is "
+        "<run_name>/<target>/seed<N>"))
+    wandb_group: str = field(default="", metadata=_flag(
+        "W&B group, e.g. the experiment: 4B (default: the run name: a command's models form one group)"))
     wandb_tags: str = field(default="", metadata=_flag("W&B tags, comma-separated"))
     tsne: bool | None = field(default=None, metadata=_flag(
         "at the end: t-SNE of G_f features of source and target test images (default: on, off with "
@@ -158,6 +165,8 @@ class TrainConfig:
     save_model: bool | None = field(default=None, metadata=_flag(
         "at the end: the weights as <output_dir>/model.safetensors (default: on, off with --max_steps; "
         "sweeps can turn it off: an AlexNet is 446 MB)"))
+    log_model: bool = field(default=False, metadata=_flag(
+        "at the end: the weights (model.safetensors) as a W&B model artifact of the run (--report_to wandb)"))
     tsne_samples: int = field(default=500, metadata=_flag("images per domain in the t-SNE"))
     seeds: str = field(default="", metadata=_flag(
         "comma-separated seeds: one model per seed (and target), reported as mean and std; "
@@ -407,6 +416,10 @@ def validate(config: TrainConfig) -> list[str]:
             errors.append(f"--seeds lists a seed twice: {config.seeds}")
     except ValueError:
         errors.append(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {config.seeds!r}")
+    if config.log_model and config.report_to not in ("wandb", "all"):
+        errors.append("--log_model uploads the weights to W&B; add --report_to wandb (or all)")
+    if config.log_model and config.save_model is False:
+        errors.append("--log_model uploads the saved weights; drop --no-save_model")
     if config.tsne_samples <= 1:
         errors.append(f"--tsne_samples must be > 1, got {config.tsne_samples}")
     return errors

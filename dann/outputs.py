@@ -12,8 +12,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
+from dann import progress
 from dann.data import eval_indices
 from dann.signals import StopRequested, stop_requested
 
@@ -115,8 +115,8 @@ def domain_outputs(net, domain, accelerator, *, index: torch.Tensor | None = Non
     one_pass = wanted is not None and predicts_from_embedding(net)
     logits, labels, features = [], [], []
     was_training = net.training
-    batches = tqdm(domain.batches_of(mine), total=-(-len(mine) // domain.batch_size), desc=desc, leave=False,
-                   disable=not (desc and accelerator.is_local_main_process), dynamic_ncols=True)
+    batches = progress.bar(domain.batches_of(mine), total=-(-len(mine) // domain.batch_size), desc=desc,
+                           show=bool(desc) and accelerator.is_local_main_process)
     try:
         with stats, accelerator.autocast():
             net.eval()

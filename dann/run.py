@@ -19,12 +19,12 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
-from dann import checkpoint, datasets, methods, selection, tracking
+from dann import checkpoint, datasets, figures, methods, progress, selection, tracking
 from dann.backbones import is_weights_name
 from dann.config import TrainConfig, default_output_dir, with_method
-from dann.errors import UserError, is_main_process, note
+from dann.errors import UserError, is_main_process, note, warn
 from dann.outputs import Snapshot, merge_wanted
-from dann.train import EvaluationHook, fit
+from dann.train import EvaluationHook, fit, step_budget
 
 GPU_EPOCHS, CPU_EPOCHS = 30, 1  # --epochs 0: the homework's run on a GPU, a first look on a CPU
 
@@ -87,7 +87,7 @@ def resolve(config: TrainConfig, dataset) -> TrainConfig:
         changes["num_workers"] = datasets.default_workers()
     for flag in ("tsne", "save_model"):  # the quick check (--max_steps) skips them unless asked
         if getattr(config, flag) is None:
-            changes[flag] = not config.max_steps
+            changes[flag] = not config.max_steps or (flag == "save_model" and config.log_model)
     changes["source"], changes["target"] = datasets.check_domains(dataset, config)
     config = dataclasses.replace(config, **changes)
     if config.resume not in ("", "auto") and not config.output_dir:  # continue in the run's folder
@@ -142,6 +142,78 @@ def load_source_model(model, path: str, backbone: str) -> None:
     model.load_state_dict(fits, strict=False)
 
 
+def asked_processes(environ: dict, launcher_argv: list[str]) -> int:
+    """How many processes `accelerate launch` was asked for when its one-process launcher started
+    this one (0 if not: another launcher, or one process asked for). Without --multi_gpu (and with
+    its own --cpu, which --multi_gpu refuses) `accelerate launch --num_processes N` runs the script
+    once: it sets ACCELERATE_USE_CPU, and MASTER_ADDR/MASTER_PORT when N > 1, but no WORLD_SIZE.
+    N is read from the launcher's command line, or from its --config_file."""
+    if "ACCELERATE_USE_CPU" not in environ or "WORLD_SIZE" in environ or "MASTER_PORT" not in environ:
+        return 0
+    flags = dict(arg.split("=", 1) for arg in launcher_argv if arg.startswith("--") and "=" in arg)
+    flags.update(zip(launcher_argv, launcher_argv[1:]))
+    asked = flags.get("--num_processes")
+    if asked is None and flags.get("--config_file"):
+        import yaml
+
+        try:
+            asked = (yaml.safe_load(Path(flags["--config_file"]).read_text()) or {}).get("num_processes")
+        except (OSError, yaml.YAMLError, AttributeError):
+            asked = None
+    try:
+        return int(asked) if int(asked) > 1 else 0
+    except (TypeError, ValueError):
+        return 0
+
+
+def warn_if_fewer_processes(num_processes: int) -> None:
+    """One line when `accelerate launch` was asked for N processes and started one (Accelerate
+    says nothing)."""
+    import psutil
+
+    try:
+        launcher = psutil.Process(os.getppid()).cmdline()
+    except psutil.Error:
+        launcher = []
+    asked = asked_processes(dict(os.environ), launcher)
+    if asked > num_processes:
+        warn(f"`accelerate launch` was asked for {asked} processes but started {num_processes}: without --multi_gpu "
+             f"it starts one (and its --cpu refuses --multi_gpu); for {asked} processes, e.g. on a CPU: "
+             f"accelerate launch --multi_gpu --num_processes {asked} train_dann.py --cpu ...")
+
+
+def resolved_settings(config: TrainConfig, accelerator: Accelerator, split) -> dict:
+    """What the flags became on this machine, for the start-up line and the trackers' config:
+    processes, device, precision, batches, the step budget of each model, models, output folder."""
+    steps_per_epoch, last_step = step_budget(config, split)
+    per_process = per_process_batch(config, accelerator)
+    device = accelerator.device
+    return {"num_processes": accelerator.num_processes, "device": device.type,
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+            "precision": {"no": "fp32"}.get(accelerator.mixed_precision, accelerator.mixed_precision),
+            "per_process_batch": per_process, "global_batch": per_process * accelerator.num_processes,
+            "steps_per_epoch": steps_per_epoch, "total_steps": last_step,
+            "num_models": len(config.targets) * len(config.seed_list), "output_dir": config.output_dir}
+
+
+def startup_line(config: TrainConfig, settings: dict) -> str:
+    """e.g. 'start: 1 process on cpu, fp32, global batch 64 (64 per process), 50 steps per epoch,
+    500 steps (10 epochs) -> runs/...'."""
+    def count(n: int, noun: str) -> str:
+        return f"{n} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"
+
+    models = settings["num_models"]
+    budget = count(settings["total_steps"], "step") + (f" (--max_steps {config.max_steps})" if config.max_steps
+                                                         else f" ({count(config.epochs, 'epoch')})")
+    if models > 1:
+        seeds = ",".join(map(str, config.seed_list))
+        budget += f" per model x {models} models (targets {config.target}; seeds {seeds})"
+    device = settings["device"] + (f" ({settings['device_name']})" if settings["device_name"] else "")
+    return (f"start: {count(settings['num_processes'], 'process')} on {device}, {settings['precision']}, "
+            f"global batch {settings['global_batch']} ({settings['per_process_batch']} per process), "
+            f"{count(settings['steps_per_epoch'], 'step')} per epoch, {budget} -> {settings['output_dir']}")
+
+
 def check_pretrained(config: TrainConfig) -> None:
     """A missing weights file is reported before anything is downloaded or decoded (a weights
     name, e.g. IMAGENET1K_V2, is the backbone's to check)."""
@@ -165,11 +237,13 @@ def run(config: TrainConfig, stop=None) -> dict:
     weights and the figures to output_dir (a subfolder per model when there are several).
     stop: see dann.train.fit (the scripts pass a signals.StopOnSignal)."""
     wall_start = time.time()
+    progress.set_mode(config.progress)
     dataset = datasets.build(config)
     config = resolve(config, dataset)
     check_pretrained(config)
     accelerator = make_accelerator(config)
     check_batch(config, accelerator)
+    warn_if_fewer_processes(accelerator.num_processes)
     output_dir = Path(config.output_dir)
     # Refuse a second live run writing in the same folder.
     created = not output_dir.exists()
@@ -209,17 +283,17 @@ class Evaluations(EvaluationHook):
     def features_wanted(self, split, final: bool) -> dict:
         if not final:
             return {}
-        return merge_wanted(selection.features_wanted(self.config, split), tracking.features_wanted(self.config, split))
+        return merge_wanted(selection.features_wanted(self.config, split), figures.features_wanted(self.config, split))
 
     def __call__(self, snapshot: Snapshot, final: bool) -> dict:
         self.last = snapshot if final else None
         return selection.during_training(snapshot, self.config)
 
 
-def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, step_offset: int,
+def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, log,
                 channels_last: bool, stop) -> dict:
     """Train one model (one target, one seed) in <output_dir>/<prefix>: its checkpoints,
-    weights and figures; returns its results."""
+    weights and figures; returns its results. log(values, step): its trackers."""
     model_dir = Path(config.output_dir) / prefix
     config = dataclasses.replace(config, output_dir=str(model_dir))  # its own checkpoints
     if channels_last:
@@ -229,14 +303,12 @@ def train_model(config: TrainConfig, model, accelerator: Accelerator, split, pre
     set_seed(config.seed, device_specific=True)
     split = dataclasses.replace(split, **{k: with_seed(getattr(split, k), config.seed)
                                           for k in ("train", "target", "test", "source_test")})
-    log = tracking.prefixed_log(accelerator, prefix, step_offset)
     evaluations = Evaluations(config)
     model, results = fit(config, model, accelerator, split, log=log, stop=stop, on_evaluate=evaluations)
     # the last evaluation's pass; a run resumed after it (stopped during the end-of-run scores) makes its own
     snapshot = evaluations.last or Snapshot(model, split, accelerator, stop, evaluations.features_wanted(split, True))
     results.update(selection.end_of_run(config, snapshot, results["steps"], channels_last, stop, log))
-    results.update(tracking.end_of_run_figures(accelerator, snapshot, results["confusion_matrix"], config,
-                                               model_dir, prefix, stop))
+    results.update(figures.end_of_run_figures(accelerator, snapshot, results["confusion_matrix"], config, model_dir))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and config.save_model:
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -245,17 +317,28 @@ def train_model(config: TrainConfig, model, accelerator: Accelerator, split, pre
     return results
 
 
-def write_results(results: dict, runs: list[dict], summary: dict, output_dir: Path, accelerator) -> None:
-    """results.json, and one line per model and one for the summary on stdout."""
+def write_results(results: dict, runs: list[dict], summary: dict, output_dir: Path, accelerator,
+                  headline: str = "acc") -> None:
+    """results.json, and one line per model and one for the summary on stdout; where the
+    dataset's papers report the mean per-class accuracy (VisDA-2017), that figure leads."""
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "results.json").write_text(json.dumps(results, indent=2))
     for r in runs:
+        mean_class = "" if r.get("target_mean_class_acc") is None else \
+            f" target_mean_class_acc={r['target_mean_class_acc']:.4f}"
         accelerator.print(f"{r['target']} seed {r['seed']}: target_acc={r['target_acc']:.4f} "
                           f"best_target_acc={r['best_target_acc']:.4f} source_acc="
-                          f"{r['source_acc']:.4f} ({r['num_target_eval']} target images)")
+                          f"{r['source_acc']:.4f}{mean_class} ({r['num_target_eval']} target images)")
+
+    def value(key: str) -> str:
+        return f"{key}={summary[key]:.4f}" + (f" +/- {summary[f'{key}_std']:.4f}" if summary["num_seeds"] > 1 else "")
+
+    lead = value("target_acc")
+    if headline == "mean_class_acc":
+        lead = (f"{value('target_mean_class_acc')} (mean per-class accuracy: the figure "
+                f"{results['config']['dataset']} papers report) {lead}")
     extra = "".join(f" {k}={summary[k]:.4f}" for k in summary if k.startswith("xdomain/"))
-    spread = f" +/- {summary['target_acc_std']:.4f}" if summary["num_seeds"] > 1 else ""
-    accelerator.print(f"target_acc={summary['target_acc']:.4f}{spread}{extra} -> {output_dir}/results.json")
+    accelerator.print(f"{lead}{extra} -> {output_dir}/results.json")
 
 
 def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall_start: float) -> dict:
@@ -276,8 +359,10 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
         world=accelerator.num_processes, channels_last=channels_last,
         workers=config.num_workers if accelerator.is_main_process else 1))
 
-    tracking.init_tracking(accelerator, config, config.flat())
-    runs, step_offset = [], 0
+    settings = resolved_settings(config, accelerator, splits[config.targets[0]])
+    accelerator.print(startup_line(config, settings))
+    trackers = tracking.Trackers(accelerator, config, settings)
+    runs = []
     for target in config.targets:  # --target cartoon,sketch: cross-domain validation
         for seed in config.seed_list:  # --seeds 0,1,2: final runs
             if first_model is not None:
@@ -285,22 +370,24 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
             else:
                 set_seed(seed)
                 model = build_model(config, len(classes))
+            prefix = tracking.model_prefix(target, seed, config)
+            flags = dataclasses.replace(config, target=target, seed=seed, seeds="")  # its tracker runs' config
+            log = trackers.start_model(flags, prefix)
             one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="")
             runs.append({"target": target, "seed": seed, **train_model(
-                one, model, accelerator, splits[target], tracking.model_prefix(target, seed, config),
-                step_offset, channels_last, stop)})
-            step_offset += runs[-1]["steps"]
+                one, model, accelerator, splits[target], prefix, log, channels_last, stop)})
+            trackers.end_model(flags, prefix, runs[-1], classes, output_dir / prefix / "model.safetensors")
 
     summary = tracking.summarize(runs)
-    tracking.log_summary(accelerator, summary)
     results = {"method": config.method, "config": config.flat(), **summary,
                **(runs[0] if len(runs) == 1 else {}), "runs": runs, **data_info,
                "per_process_batch": batch_config.batch_size,
                "global_batch": batch_config.batch_size * accelerator.num_processes,
                "num_processes": accelerator.num_processes,
-               "mixed_precision": accelerator.mixed_precision,
+               "mixed_precision": accelerator.mixed_precision, "headline": dataset.headline,
                "wall_seconds": time.time() - wall_start}
     if accelerator.is_main_process:
-        write_results(results, runs, summary, output_dir, accelerator)
+        write_results(results, runs, summary, output_dir, accelerator, dataset.headline)
+    trackers.finish(summary, output_dir / "results.json" if accelerator.is_main_process else None, runs[-1]["steps"])
     accelerator.end_training()
     return results

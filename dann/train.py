@@ -22,15 +22,15 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from tqdm.auto import tqdm
 
 from dann import checkpoint
 from dann.config import TrainConfig
 from dann.data import cycle
-from dann.datasets import Split
+from dann.datasets import Split, mean_class_accuracy
 from dann.errors import UserError
 from dann.optim import lr_at, make_optimizer, release_optimizer, restart, set_lr
 from dann.outputs import Outputs, Snapshot, domain_outputs, size
+from dann.progress import Clock, EpochProgress
 from dann.signals import Interrupted, StopRequested
 
 
@@ -169,6 +169,7 @@ class Run:
     on_evaluate: EvaluationHook = field(default_factory=EvaluationHook)
     quiet: bool = False
     streams: dict = field(default_factory=dict)  # 'source' / 'target': (batches, the step of the last one)
+    clock: Clock = field(default_factory=Clock)  # what the ETA is measured on
 
     @property
     def net(self):
@@ -298,8 +299,8 @@ def train_one_epoch(run: Run, state: TrainState) -> None:
             run.net.before_epoch(EpochStart(run, epoch, run.phase_at(state.step).name))
         except StopRequested:
             interrupt(run, state)
-    bar = tqdm(total=end, initial=start, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False,
-               disable=run.quiet or not accelerator.is_local_main_process, dynamic_ncols=True)
+    bar = EpochProgress(run.clock, epoch=epoch + 1, epochs=config.epochs, step=state.step, end=end, start=start,
+                        last_step=run.last_step, show=not run.quiet and accelerator.is_local_main_process)
     with bar:  # closed before anything else prints
         while state.step < min(run.last_step, (epoch + 1) * steps_per_epoch):
             phase = run.phase_at(state.step)
@@ -376,13 +377,31 @@ def evaluate_epoch(run: Run, state: TrainState) -> None:
     except StopRequested:
         interrupt(run, state)  # pending_eval stays set: the resumed run evaluates first
     record = state.history[-1]
-    record.update({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"], **scores})
+    accuracies = {"eval/source_acc": source["acc"], "eval/target_acc": target["acc"],
+                  "eval/source_mean_class_acc": mean_class_acc(source),
+                  "eval/target_mean_class_acc": mean_class_acc(target)}
+    record.update({**accuracies, **scores})
     state.last_eval = {"target_acc": target["acc"], "source_acc": source["acc"], "num_target": target["total"],
-                       "num_source": source["total"], "confusion": target["confusion"]}
-    run.log({"eval/source_acc": source["acc"], "eval/target_acc": target["acc"], **scores}, state.step)
+                       "num_source": source["total"], "confusion": target["confusion"],
+                       "target_mean_class_acc": accuracies["eval/target_mean_class_acc"],
+                       "source_mean_class_acc": accuracies["eval/source_mean_class_acc"]}
+    run.log({**accuracies, **scores}, state.step)
     if not run.quiet:
         accelerator.print(f"epoch {record['epoch']}/{run.config.epochs} step {state.step}: "
                           + " ".join(f"{k}={v:.4f}" for k, v in record.items() if isinstance(v, float)))
+
+
+def mean_class_acc(accuracy: dict) -> float:
+    """The mean per-class accuracy of a Snapshot.accuracy (VisDA-2017's figure); 0 for no examples."""
+    return mean_class_accuracy(accuracy["confusion"]) if accuracy["total"] else 0.0
+
+
+def step_budget(config: TrainConfig, split: Split) -> tuple[int, int]:
+    """(steps per epoch, the last step): --iters_per_epoch or a pass over the training domain,
+    times --epochs, cut at --max_steps."""
+    steps_per_epoch = config.iters_per_epoch or split.train.steps_per_epoch()
+    total_steps = config.epochs * steps_per_epoch
+    return steps_per_epoch, min(total_steps, config.max_steps) if config.max_steps else total_steps
 
 
 def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, log=None, stop=None,
@@ -399,9 +418,8 @@ def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, l
     stop (then `signals.Interrupted` is raised); config.resume continues from one. A
     non-finite loss raises UserError. quiet: no progress bar and no epoch lines.
     """
-    steps_per_epoch = config.iters_per_epoch or split.train.steps_per_epoch()
-    total_steps = config.epochs * steps_per_epoch
-    last_step = min(total_steps, config.max_steps) if config.max_steps else total_steps
+    steps_per_epoch, last_step = step_budget(config, split)
+    total_steps = config.epochs * steps_per_epoch  # p = step / total_steps
     model.setup(split, total_steps)
     optimizer = make_optimizer(model, config)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -446,6 +464,8 @@ def fit(config: TrainConfig, model, accelerator: Accelerator, split: Split, *, l
     return model, {
         "target_acc": last["target_acc"], "best_target_acc": best["eval/target_acc"], "best_epoch": best["epoch"],
         "source_acc": last["source_acc"], "num_target_eval": last["num_target"],
+        "target_mean_class_acc": last.get("target_mean_class_acc"),
+        "source_mean_class_acc": last.get("source_mean_class_acc"),
         "num_source_eval": last["num_source"], "confusion_matrix": last["confusion"], "steps": state.step,
         "epochs": history, "train_seconds": time.time() - start_time,
     }

@@ -497,8 +497,8 @@ def test_visda_and_domainnet_train_end_to_end(tmp_path, monkeypatch):
     assert results["classes"] == list(VisDA2017.CLASSES)
     fake_domainnet(tmp_path / "domainnet")
     # The confusion figure writes a number in each of its 345 x 345 cells: 3 minutes per run
-    # here (dann/tracking.py); this test is about the data, not that figure.
-    monkeypatch.setattr("dann.tracking.plot_confusion", lambda counts, classes, title, path: path.touch())
+    # here (dann/figures.py); this test is about the data, not that figure.
+    monkeypatch.setattr("dann.figures.plot_confusion", lambda counts, classes, title, path: path.touch())
     runs = {path: train(tmp_path, "domainnet", tmp_path / "domainnet", "--data_path", path)
             for path in ("tensor", "loader")}
     assert runs["tensor"]["data_path"] == "tensor" and runs["loader"]["data_path"] == "loader"

@@ -79,6 +79,52 @@ def test_selection_grids_parse_and_record_every_rule(path):
     assert all(parsed.source_val > 0 and parsed.select_rules == "all" for parsed in points)
 
 
+W_AND_B_SWEEPS = sorted(p for p in (ROOT / "sweeps").rglob("*.yaml") if p.parent.name != "tables")
+
+
+def agent_args(params: dict) -> list[str]:
+    """A grid point's flags as `wandb agent` builds them for ${args} (W&B's own builder)."""
+    from wandb.sdk.launch.sweeps.utils import create_sweep_command_args
+
+    return create_sweep_command_args({"args": {k: {"value": v} for k, v in params.items()}})["args"]
+
+
+@pytest.mark.parametrize("path", W_AND_B_SWEEPS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_every_wandb_sweep_logs_to_wandb_under_an_agent_and_the_runner_may_turn_it_off(path):
+    """Under `wandb agent` every run reports to W&B (else the sweep's metric never arrives); the
+    local runner's `--wandb off` (its extra --report_to=none, after the grid's flags) still wins."""
+    config = grids.load_sweep(path)
+    method = grids.METHOD_OF_PROGRAM[config["program"]]
+    for params in grids.grid(config):
+        assert parse_config(method, agent_args(params)).report_to in ("wandb", "all"), params
+    (params,) = grids.grid(config)[:1]
+    assert parse_config(method, [*agent_args(params), "--report_to=none"]).report_to == "none"
+
+
+def program_flags(command: list[str]) -> list[str]:
+    return command[next(i for i, part in enumerate(command) if part.endswith(".py")) + 1:]
+
+
+@pytest.mark.parametrize("path", W_AND_B_SWEEPS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_sweep_runs_save_no_weights_unless_the_sweep_asks(path, tmp_path):
+    """An AlexNet grid run's weights are 446 MB (DANN) or 228 MB (baseline): the YAMLs that train
+    AlexNets say save_model: false, and the runner adds it to every grid point that does not say."""
+    config = grids.load_sweep(path)
+    method = grids.METHOD_OF_PROGRAM[config["program"]]
+    if config["parameters"].get("backbone", {}).get("value", "alexnet") == "alexnet":
+        assert config["parameters"]["save_model"] == {"value": False}
+    for job in grids.sweep_jobs(config, tmp_path, [], "sweep", max_points=2):
+        assert parse_config(method, program_flags(job.command)).save_model is False
+    # asked for, in the grid or after `--`: kept, and the run's identity does not depend on the default
+    asked = {**config, "parameters": {**config["parameters"], "save_model": {"value": True}}}
+    (job,) = grids.sweep_jobs(asked, tmp_path, [], "sweep", max_points=1)
+    assert parse_config(method, program_flags(job.command)).save_model is True
+    (job,) = grids.sweep_jobs(config, tmp_path, ["--save_model"], "sweep", max_points=1)
+    assert parse_config(method, program_flags(job.command)).save_model is True
+    (plain,) = grids.sweep_jobs(config, tmp_path, [], "sweep", max_points=1)
+    assert plain.run_dir.name == grids.run_key(grids.grid(config)[0], [])
+
+
 def test_check_sweep_finds_mistakes():
     bad = {"method": "bayes", "metric": {"name": "x"}, "program": "train.py",
            "parameters": {"lr": {"values": []}, "alpha": {"min": 0}}, "commands": []}

@@ -41,3 +41,58 @@ def inspect_wandb(run_dir: Path, env: dict) -> dict:
                           env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def wandb_records(run_dir: Path, env: dict) -> list[dict]:
+    """Every record of an offline run, as W&B's own reader gives them (`wandb leet inspect --json`):
+    {"type": "run" | "config" | "history" | "summary" | "artifact" | ..., <type>: {...}}."""
+    proc = subprocess.run([sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+
+
+def wandb_run(run_dir: Path, env: dict) -> dict:
+    """An offline run read back: name, group, job_type, config, summary (W&B's reader), the
+    history rows ({_step: {key: value}}), the artifacts' (type, name, file paths), and its files."""
+    records = wandb_records(run_dir, env)
+    (run,) = [r["run"] for r in records if r["type"] == "run"]
+    history = {}
+    for r in records:
+        if r["type"] == "history":
+            item = r["history"]["item"]
+            history.setdefault(item["_step"], {}).update(item)
+    artifacts = [(a["type"], a.get("name", ""), [c["path"] for c in a["manifest"]["contents"]])
+                 for a in (r["artifact"] for r in records if r["type"] == "artifact")]
+    inspected = inspect_wandb(run_dir, env)
+    return {"name": run.get("display_name"), "group": run.get("run_group"), "job_type": run.get("job_type"),
+            "config": inspected["config"], "summary": inspected["summary"], "state": inspected["state"],
+            "history": history, "artifacts": artifacts,
+            "files": sorted(str(p.relative_to(run_dir / "files")) for p in (run_dir / "files").rglob("*")
+                            if p.is_file())}
+
+
+def tensorboard_run(folder: Path) -> dict:
+    """The event files of one TensorBoard run (a folder) read back with TensorBoard's own reader:
+    scalars {tag: [(step, value)]}, images {tag: [step]}, and the hparams plugin's entry
+    (the metric names of its experiment, the hyperparameters of its session)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    events = EventAccumulator(str(folder), size_guidance={"images": 0, "scalars": 0, "tensors": 0})
+    events.Reload()
+    tags = events.Tags()
+    hparams = {"metrics": [], "hparams": {}}
+    try:
+        contents = events.PluginTagToContent("hparams").values()
+    except KeyError:  # no hparams entry
+        contents = []
+    for content in contents:
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("experiment"):
+            hparams["metrics"] = [m.name.tag for m in data.experiment.metric_infos]
+        if data.HasField("session_start_info"):
+            hparams["hparams"] = {k: v.number_value if v.HasField("number_value") else v.string_value
+                                  for k, v in data.session_start_info.hparams.items()}
+    return {"scalars": {t: [(e.step, e.value) for e in events.Scalars(t)] for t in tags["scalars"]},
+            "images": {t: [e.step for e in events.Images(t)] for t in tags["images"]}, "hparams": hparams}

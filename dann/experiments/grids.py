@@ -123,11 +123,20 @@ def build_command(config: dict, params: dict, extra: list[str], command_style: s
 
 # ---------------------------------------------------------------------------- running a grid
 
+def without_weights(params: dict, extra: list[str]) -> list[str]:
+    """--save_model=false unless the sweep's parameters or the flags after `--` set --save_model: a
+    grid keeps its numbers, not its models (an AlexNet DANN run's weights are 446 MB, a grid's tens of
+    GB); the final runs of the chosen configurations save theirs. Not part of a run's identity."""
+    asked = "save_model" in params or any(a.split("=")[0] in ("--save_model", "--no-save_model") for a in extra)
+    return [] if asked else ["--save_model=false"]
+
+
 def sweep_jobs(config: dict, out_dir: Path, extra: list[str], command_style: str, max_points: int = 0) -> list[Job]:
     """One runner job per grid point (the first `max_points` if > 0), in <out_dir>/runs/<key>."""
     points = grid(config)[:max_points or None]
-    return [Job(build_command(config, params, extra, command_style), out_dir / "runs" / run_key(params, extra),
-                config["metric"]["name"], {"params": params, "extra": list(extra)}) for params in points]
+    return [Job(build_command(config, params, [*extra, *without_weights(params, extra)], command_style),
+                out_dir / "runs" / run_key(params, extra), config["metric"]["name"],
+                {"params": params, "extra": list(extra)}) for params in points]
 
 
 def run_sweep(sweep_path: str | Path, out_dir: str | Path, extra: list[str] = (), command_style: str = "sweep",
