@@ -19,7 +19,7 @@ import torch
 from dann.errors import UserError
 
 from conftest import write_tiny_pacs
-from tiny_train import register
+from tiny_train import HELD, register
 
 from dann import checkpoint
 from dann.cli import main
@@ -77,6 +77,15 @@ def uninterrupted(tmp_path_factory):
     return reference
 
 
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Wait for a known state of a run started in the background (a bound for a hung test, not a timing)."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------------------- checkpoint files
 
 class FakeProgress:
@@ -115,17 +124,14 @@ def test_sigkill_then_resume_gives_the_same_metrics(data, uninterrupted):
     argv = flags(data, out, "--checkpoint_every", "1")
     process = subprocess.Popen([sys.executable, str(TINY_TRAIN), "dann", *argv],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TINY_STEP_SLEEP": "0.3"})
-    deadline = time.time() + 90
-    while not checkpoint.complete_checkpoints(out / "checkpoints") and time.time() < deadline:
-        assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
+                               env={**os.environ, "TINY_HOLD_AT_STEP": "6"})  # after the checkpoint of step 4
+    wait_for(lambda: (out / HELD).exists(), process, "the run to hold at step 6")
     process.kill()  # SIGKILL: no handler runs
     process.wait()
     assert process.returncode == -signal.SIGKILL
     assert not (out / "results.json").exists()
     saved = checkpoint.complete_checkpoints(out / "checkpoints")
-    assert saved and int(saved[-1].name.split("_")[1]) < 4 * STEPS_PER_EPOCH
+    assert [p.name for p in saved] == ["step_00000004"]
 
     resumed = train(argv + ["--resume", "auto"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]

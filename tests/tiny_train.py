@@ -5,10 +5,11 @@
 
 `register()` adds the plug-ins the way a user's own would be added: a ~10k-parameter
 backbone "tiny" (with dropout, so that restoring RNG states matters), and every method
-wrapped with hooks set by environment variables: TINY_STEP_SLEEP (seconds per step, to
-catch a run mid-training), TINY_SIGNAL_AT_STEP / TINY_SIGNAL (the process signals itself
-during that step; with TINY_SIGNAL_RANK only that process of a multi-process run),
-TINY_NAN_AT_STEP (that step's loss is NaN). Steps are counted from 1 in each process.
+wrapped with hooks set by environment variables: TINY_HOLD_AT_STEP (the run holds at that
+step, a barrier for tests that act on a run mid-training: see `hold`), TINY_SIGNAL_AT_STEP /
+TINY_SIGNAL (the process signals itself during that step; with TINY_SIGNAL_RANK only that
+process of a multi-process run), TINY_NAN_AT_STEP (that step's loss is NaN). Steps are
+counted from 1 in each process (reverse validation's steps follow training's).
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import signal
 import sys
 import time
 from pathlib import Path
+
+HELD, RELEASE = ".tiny_held", ".tiny_release"  # the barrier's files in the run's --output_dir
 
 from torch import nn
 
@@ -42,7 +45,8 @@ def with_hooks(method_class):
         def step(self, x_s, y_s, x_t, progress):
             calls[0] += 1
             loss, metrics = super().step(x_s, y_s, x_t, progress)
-            time.sleep(float(os.environ.get("TINY_STEP_SLEEP", 0)))
+            if calls[0] == int(os.environ.get("TINY_HOLD_AT_STEP", -1)):
+                hold(calls[0])
             rank = os.environ.get("RANK", "0")
             if calls[0] == int(os.environ.get("TINY_SIGNAL_AT_STEP", -1)) \
                     and os.environ.get("TINY_SIGNAL_RANK", rank) == rank:
@@ -51,6 +55,30 @@ def with_hooks(method_class):
                 loss = loss * float("nan")
             return loss, metrics
     return Hooked
+
+
+def output_dir() -> Path:
+    """The run's --output_dir, from the command line."""
+    args = sys.argv[1:]
+    for i, arg in enumerate(args):
+        if arg.startswith("--output_dir="):
+            return Path(arg.split("=", 1)[1])
+        if arg == "--output_dir":
+            return Path(args[i + 1])
+    raise SystemExit("TINY_HOLD_AT_STEP needs --output_dir")
+
+
+def hold(step: int) -> None:
+    """A test's barrier: write <output_dir>/.tiny_held (the step), then wait until the test writes
+    <output_dir>/.tiny_release or a stop signal reaches the run (the scripts' StopOnSignal holds
+    it). A run that finds .tiny_held from an earlier start (a resumed run) goes on at once."""
+    folder = output_dir()
+    if (folder / HELD).exists():
+        return
+    (folder / HELD).write_text(str(step))
+    stop = getattr(signal.getsignal(signal.SIGTERM), "__self__", None)  # dann.signals.StopOnSignal
+    while not (folder / RELEASE).exists() and getattr(stop, "signum", None) is None:
+        time.sleep(0.05)
 
 
 def register(monkeypatch=None) -> None:

@@ -5,8 +5,8 @@ signal, so that killing the runner (SIGTERM, SIGINT, even SIGKILL) stops every r
 started; a SIGTERM reaches the training script, which checkpoints (runs are started with
 --resume auto, so the next runner continues them). A job's folder holds command.txt,
 log.txt, status.json and the program's results.json; a job is done when results.json holds
-its metric. Launchers start through this interpreter (`python -m accelerate.commands.launch`),
-never through PATH. A run's start and record (prepare, record) are shared with dann/experiments/slurm.py.
+its metric. Launchers start through this interpreter (`python -m dann.experiments.launch` for
+`accelerate launch`), never through PATH. A run's start and record (prepare, record) are shared with dann/experiments/slurm.py.
 """
 from __future__ import annotations
 
@@ -26,7 +26,8 @@ from dann.cli import die_with_parent
 from dann.errors import UserError
 
 # Launchers a command may start with, and how this interpreter runs them.
-LAUNCHERS = {"accelerate": (["-m", "accelerate.commands.launch"], "accelerate", 2),  # drops "launch"
+# `accelerate launch` through dann/experiments/launch.py: it leaves SIGTERM to the training.
+LAUNCHERS = {"accelerate": (["-m", "dann.experiments.launch"], "accelerate", 2),  # drops "launch"
              "torchrun": (["-m", "torch.distributed.run"], "torch", 1),
              "python": ([], None, 1), "python3": ([], None, 1)}
 

@@ -109,7 +109,7 @@ def with_processes(command: list[str], gpus: int) -> list[str]:
     """An `accelerate launch` command with one process per GPU of the job."""
     if gpus <= 1:
         return command
-    if command[1:3] != ["-m", "accelerate.commands.launch"]:
+    if command[1:3] != ["-m", "dann.experiments.launch"]:
         raise UserError(f"--slurm_gpus_per_job {gpus}: one process per GPU needs the sweep's accelerate launch "
                         f"command; drop --command_style python")
     return [*command[:3], "--multi_gpu", f"--num_processes={gpus}", *command[3:]]
@@ -239,6 +239,7 @@ class TrainingJob:
         self.job, self.command, self.wandb_mode = job, command, wandb_mode
         self.process: subprocess.Popen | None = None
         self.stopped_by: int | None = None
+        self.signalled = False  # the training got its SIGTERM
 
     def __call__(self) -> None:
         import submitit
@@ -270,7 +271,8 @@ class TrainingJob:
 
     def _stop(self, signum, frame) -> None:
         self.stopped_by = signum
-        if self.process is not None:
+        if self.process is not None and not self.signalled:  # once: Slurm signals twice (the job, srun's relay)
+            self.signalled = True
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
             except ProcessLookupError:  # ended already
