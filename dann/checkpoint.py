@@ -8,6 +8,7 @@ so a folder with the final name is always whole.
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -17,21 +18,37 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from dann.errors import UserError
+from dann.errors import UserError, unwritable
 
 NAME = re.compile(r"^step_(\d+)$")
 
 
+_HELD: set[Path] = set()  # the run folders this process has locked (its own locks never conflict)
+
+
 def lock_run_dir(output_dir: str | Path):
     """Take <output_dir>/.lock, or refuse: another live run writes there. Returns the open
-    lock file (`release_run_dir` gives it back). The kernel releases an flock when its
-    process ends, however it ends: the file a killed run leaves is taken over by the next."""
+    lock file (`release_run_dir` gives it back).
+
+    A POSIX record lock (lockf): it belongs to this process alone. Children never inherit it
+    (an flock is shared with every forked child: decode workers orphaned by a kill -9 kept the
+    folder locked), and the kernel releases it when the process ends, however it ends: the
+    file a killed run leaves is taken over by the next."""
     output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(output_dir / ".lock", "a+")
+    lock = output_dir / ".lock"
+    if lock.resolve() in _HELD:  # checked first: closing a second handle would drop our lock
+        raise UserError(f"--output_dir {output_dir} is in use by this process's own run; choose another "
+                        f"--output_dir")
     try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        handle = open(lock, "a+")
+    except OSError as e:
+        raise UserError(unwritable("--output_dir", output_dir, e)) from None
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno not in (errno.EACCES, errno.EAGAIN):
+            raise
         handle.seek(0)
         owner = handle.read().strip() or "unknown"
         handle.close()
@@ -40,6 +57,7 @@ def lock_run_dir(output_dir: str | Path):
     handle.truncate(0)
     handle.write(str(os.getpid()))
     handle.flush()
+    _HELD.add(lock.resolve())
     return handle
 
 
@@ -47,7 +65,9 @@ def release_run_dir(handle, output_dir: str | Path, created: bool) -> None:
     """Remove the lock file and release the lock; a folder this run created and left empty
     (it failed before writing anything) goes too."""
     output_dir = Path(output_dir)
-    (output_dir / ".lock").unlink(missing_ok=True)  # still ours: a second run fails on the flock
+    lock = output_dir / ".lock"
+    _HELD.discard(lock.resolve())
+    lock.unlink(missing_ok=True)  # still ours: a second run fails on the lock
     handle.close()
     if created and output_dir.is_dir() and not any(output_dir.iterdir()):
         output_dir.rmdir()

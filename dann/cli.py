@@ -12,15 +12,7 @@ import sys
 
 from dann.config import parse_config
 from dann.errors import UserError, is_main_process
-
-
-def die_with_parent(signum: int = signal.SIGTERM, parent: int | None = None) -> None:
-    """Get `signum` when the parent process ends, however it ends (Linux; elsewhere a no-op).
-    parent: its pid, when known; if it has ended already (before this call), the signal comes now."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signum)  # 1 = PR_SET_PDEATHSIG
-        if parent is not None and os.getppid() != parent:
-            os.kill(os.getpid(), signum)
+from dann.signals import die_with_parent
 
 
 def exit_with_parent() -> None:

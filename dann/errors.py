@@ -4,6 +4,7 @@ messages reach the user: `warn` and `note`, one line each on stderr, from the ma
 The entry points print a UserError as one line, `error: <what>, <how to fix>`, with no
 traceback, and exit 1; other processes of a multi-process run exit quietly.
 """
+import errno
 import os
 import sys
 
@@ -30,3 +31,11 @@ def warn(message: str) -> None:
 def note(message: str) -> None:
     """Something the program decided or is doing (a download, a choice made for this machine)."""
     _say("note", message)
+
+
+def unwritable(flag: str, path, error: OSError) -> str:
+    """The one line for a folder that cannot be made or written: what the system said, and the fix."""
+    reason = {errno.EEXIST: "it is a file, not a folder", errno.ENOTDIR: "a part of the path is a file",
+              errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is full",
+              errno.EDQUOT: "the disk quota is exceeded"}.get(error.errno, error.strerror or str(error))
+    return f"{flag} {path}: cannot write there ({reason}); choose a writable folder"

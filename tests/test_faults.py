@@ -66,3 +66,79 @@ def test_the_launcher_leaves_sigterm_to_the_training(tmp_path):
     (tmp_path / "release").touch()
     _, stderr = launcher.communicate(timeout=60)
     assert "stopped: SIGTERM (1 received)" in stderr, stderr
+
+
+# ---------------------------------------------------------------------------- 1. kill -9 while decoding
+
+def alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie has ended: where PID 1 does not reap, orphans stay zombies)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signals and /proc are Linux's")
+def test_kill_9_while_decoding_leaves_no_worker_no_lock_and_no_partial_file(tmp_path):
+    """What the OOM killer or a preempted node does: the decode workers go with the run, the next
+    run in the folder is not refused, and the half-written cache file is cleaned up."""
+    from train_helpers import TINY_TRAIN, clean_env
+    from conftest import write_tiny_pacs
+
+    data = write_tiny_pacs(tmp_path / "PACS", per_class=4)  # 8 images a domain: 8 chunks for 2 workers
+    cache, out = tmp_path / "cache", tmp_path / "run"
+    command = [sys.executable, str(TINY_TRAIN), "dann", "--cpu", "--backbone", "tiny", "--pretrained", "none",
+               "--data_root", str(data), "--cache_dir", str(cache), "--output_dir", str(out), "--batch_size", "2",
+               "--epochs", "1", "--num_workers", "2", "--data_path", "tensor", "--no-tsne"]
+    run = subprocess.Popen(command, env=clean_env(tmp_path, TINY_HOLD_DECODE="1"), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    workers = []
+    try:
+        wait_for(lambda: len(list(cache.glob(".held.*"))) == 2, "both decode workers to start", run)
+        workers = [int(p.name.split(".")[-1]) for p in cache.glob(".held.*")]
+        assert list(cache.glob("*.partial")), "the decode writes a temporary file"
+        run.kill()  # SIGKILL: no handler, no cleanup
+        run.wait()
+        wait_for(lambda: not any(alive(pid) for pid in workers), "the decode workers to end with the run")
+    finally:
+        for pid in workers:  # a failed test must not leave them behind either
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    again = subprocess.run(command, env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert not list(cache.glob("*.partial")), "the killed run's temporary file is left in the cache"
+    assert (out / "results.json").is_file()
+
+
+LOCKED = """import os, sys, time
+from dann import checkpoint
+lock = checkpoint.lock_run_dir(sys.argv[1])
+if os.fork() == 0:  # a child that outlives the run (a worker whose parent was killed)
+    time.sleep(600)
+    os._exit(0)
+print("locked", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_run_folder_lock_is_not_held_by_a_dead_owners_children(tmp_path):
+    """The lock belongs to the process that took it: a child it forked (a decode or DataLoader
+    worker) never holds it, so the owner's death frees the folder; while the owner lives, a second
+    run is refused in one line naming it."""
+    from dann import checkpoint
+    from dann.errors import UserError
+
+    out = tmp_path / "run"
+    owner = subprocess.Popen([sys.executable, "-c", LOCKED, str(out)], env={**os.environ, "PYTHONPATH": str(ROOT)},
+                             stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert owner.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match=f"^--output_dir {out} is in use by another live run \\(pid {owner.pid}\\)"):
+            checkpoint.lock_run_dir(out)
+        owner.kill()
+        owner.wait()
+        handle = checkpoint.lock_run_dir(out)  # its child still lives
+        checkpoint.release_run_dir(handle, out, created=False)
+    finally:
+        os.killpg(owner.pid, signal.SIGKILL)  # the child too (its own session)

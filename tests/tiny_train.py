@@ -10,6 +10,8 @@ step, a barrier for tests that act on a run mid-training: see `hold`), TINY_SIGN
 TINY_SIGNAL (the process signals itself during that step; with TINY_SIGNAL_RANK only that
 process of a multi-process run), TINY_NAN_AT_STEP (that step's loss is NaN). Steps are
 counted from 1 in each process (reverse validation's steps follow training's).
+TINY_HOLD_DECODE=1: every decode worker of a folder dataset holds before its chunk, writing
+<cache_dir>/.held.<its pid> (to kill a run while it decodes).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dann import plugins  # noqa: E402
+from dann.datasets import folder  # noqa: E402
 from dann.backbones import Backbone  # noqa: E402
 from dann.data import InputSpec  # noqa: E402
 from dann.cli import script_main  # noqa: E402
@@ -81,9 +84,25 @@ def hold(step: int) -> None:
         time.sleep(0.05)
 
 
+decode_chunk = folder._decode_chunk
+
+
+def held_decode_chunk(npy_file, *args):
+    """folder._decode_chunk, writing into the cache, after a hold until its marker is deleted (the
+    test kills the run meanwhile). Module-level, so that the process pool can send it to its workers."""
+    if npy_file is not None:
+        marker = Path(npy_file).parent / f".held.{os.getpid()}"
+        marker.touch()
+        while marker.exists():
+            time.sleep(0.05)
+    return decode_chunk(npy_file, *args)
+
+
 def register(monkeypatch=None) -> None:
     """The tiny backbone and hooked methods in the registries (undone by `monkeypatch`, if given)."""
     set_item = monkeypatch.setitem if monkeypatch else dict.__setitem__
+    if os.environ.get("TINY_HOLD_DECODE") == "1":
+        folder._decode_chunk = held_decode_chunk
     set_item(plugins.BACKBONES, "tiny", tiny_backbone)
     for name in list(plugins.METHODS):
         hooked = with_hooks(plugins.load(plugins.METHODS, name))

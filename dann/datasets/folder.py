@@ -19,6 +19,7 @@ import hashlib
 import json
 import os
 import signal
+import socket
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -35,11 +36,13 @@ from torch.utils.data import Dataset as TorchDataset
 from dann.data import TensorDomain, epoch_batches, aug_key
 from dann.datasets import Dataset, domain_stats
 from dann.errors import UserError, note, warn
+from dann.signals import die_with_parent
 
 BASE_SIZE = 256  # decoded images are BASE_SIZE x BASE_SIZE; models see 224 crops of them
 SMALL = 64  # images whose shorter side is below this are decoded at their own size, not BASE_SIZE
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 CACHE_VERSION = 2  # bump when decode_image changes, so old caches are not reused
+HOST = socket.gethostname()  # in temporary names: a cache folder may be shared by several machines
 
 
 @dataclass
@@ -181,9 +184,17 @@ def _decode_all(files: DomainFiles, npy_file: str | None, workers: int) -> list[
     chunks = [(npy_file, i, files.paths[i: i + size], files.size) for i in range(0, len(files.paths), size)]
     if workers <= 1:
         return [b for chunk in chunks for b in _decode_chunk(*chunk)]
-    with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
+    with ProcessPoolExecutor(min(workers, len(chunks)), initializer=_worker_started, initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(_decode_chunk, *chunk) for chunk in chunks]
         return [b for future in futures for b in future.result()]
+
+
+def _worker_started(parent: int) -> None:
+    """A decode worker ends with the run that started it, however the run ends (a kill -9 would
+    leave it blocked on its pipe, holding its memory); SIGTERM ends it, Ctrl-C is its parent's."""
+    die_with_parent(signal.SIGKILL, parent)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the run's StopOnSignal, inherited by fork
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
@@ -228,8 +239,33 @@ def cache_path(files: DomainFiles, cache_dir: str | Path | None) -> Path:
     return cache_dir / f"{name}-{folder}-{fingerprint(files)}.npy"
 
 
+def _partial(path: Path) -> Path:
+    """The temporary name this process writes `path` under (never matches *.npy): it names the machine
+    and the process, so that a later run can tell whether its writer still lives."""
+    return path.with_name(f".{path.name}.{HOST}-{os.getpid()}.partial")
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Temporary files that processes of this machine left when they were killed (a decode cut short
+    by kill -9 leaves its whole size: 330 MB for a PACS domain)."""
+    for tmp in folder.glob(f".*.{HOST}-*.partial"):
+        pid = tmp.name.removesuffix(".partial").rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
+
+
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    tmp = _partial(path)
     tmp.write_text(text)
     tmp.replace(path)
 
@@ -260,9 +296,10 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
         images = np.load(cache_file, mmap_mode="c")
         if images.shape == shape:
             return _without_bad(images, files, json.loads(bad_file.read_text()), skip_bad)
-    tmp = cache_file.with_name(f".{cache_file.stem}.{os.getpid()}.partial")  # never matches *.npy
+    tmp = _partial(cache_file)
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
+        _remove_orphans(cache_file.parent)
         np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # header, sparse rows
     except OSError as e:
         warn(f"could not write the decode cache in {cache_file.parent} ({e}); "

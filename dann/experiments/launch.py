@@ -10,7 +10,7 @@ if the runner dies, it dies with it (SIGKILL), and the training gets its SIGTERM
 import runpy
 import signal
 
-from dann.cli import die_with_parent
+from dann.signals import die_with_parent
 
 
 def main() -> None:

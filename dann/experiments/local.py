@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dann.cli import die_with_parent
+from dann.signals import die_with_parent
 from dann.errors import UserError
 
 # Launchers a command may start with, and how this interpreter runs them.

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dann.cli import die_with_parent
+from dann.signals import die_with_parent
 from dann.errors import UserError
 from dann.experiments.local import Job, prepare, read_metric, record, run_env, say, tail, unfinished, wait_group
 
