@@ -33,9 +33,13 @@ def note(message: str) -> None:
     _say("note", message)
 
 
+def os_reason(error: OSError) -> str:
+    """What an OSError of a write means, in a few words."""
+    return {errno.EEXIST: "it is a file, not a folder", errno.ENOTDIR: "a part of the path is a file",
+            errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is full",
+            errno.EDQUOT: "the disk quota is exceeded"}.get(error.errno, error.strerror or str(error))
+
+
 def unwritable(flag: str, path, error: OSError) -> str:
     """The one line for a folder that cannot be made or written: what the system said, and the fix."""
-    reason = {errno.EEXIST: "it is a file, not a folder", errno.ENOTDIR: "a part of the path is a file",
-              errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is full",
-              errno.EDQUOT: "the disk quota is exceeded"}.get(error.errno, error.strerror or str(error))
-    return f"{flag} {path}: cannot write there ({reason}); choose a writable folder"
+    return f"{flag} {path}: cannot write there ({os_reason(error)}); choose a writable folder"

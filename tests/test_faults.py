@@ -142,3 +142,80 @@ def test_a_run_folder_lock_is_not_held_by_a_dead_owners_children(tmp_path):
         checkpoint.release_run_dir(handle, out, created=False)
     finally:
         os.killpg(owner.pid, signal.SIGKILL)  # the child too (its own session)
+
+
+# ---------------------------------------------------------------------------- 2. a full disk
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on a 1 MB file system (tmpfs), as a full home quota is; skipped where it cannot be mounted."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+def tiny_command(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    from train_helpers import TINY_TRAIN
+
+    return [sys.executable, str(TINY_TRAIN), "dann", "--cpu", "--backbone", "tiny", "--pretrained", "none",
+            "--data_root", str(data), "--cache_dir", str(cache), "--output_dir", str(out), "--batch_size", "2",
+            "--epochs", "1", "--data_path", "tensor", "--no-tsne", *extra]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_a_decode_cache_on_a_full_disk_falls_back_to_memory_in_one_line(tmp_path, small_disk, workers):
+    """The cache file is reserved whole when it is created, so a full disk fails there (ENOSPC, one
+    warning, the domain decoded in memory), not in a write to the memory map later (SIGBUS: a dead
+    worker's BrokenProcessPool traceback, or with --num_workers 0 'Bus error', exit 135)."""
+    from train_helpers import clean_env
+    from conftest import write_tiny_pacs
+
+    data = write_tiny_pacs(tmp_path / "PACS", per_class=4, size=80)  # 8 images of 196 kB a domain
+    run = subprocess.run(tiny_command(data, tmp_path / "run", small_disk, "--num_workers", workers),
+                         env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    warnings = [line for line in run.stderr.splitlines() if "decode cache" in line]
+    assert len(warnings) == 2 and all(w.startswith("warning: cannot write the decode cache in ") and
+                                      "the disk is full" in w for w in warnings), run.stderr[-3000:]
+    assert "Traceback" not in run.stderr and not list(small_disk.glob("*.partial"))
+
+
+@pytest.mark.slow
+def test_a_decode_worker_killed_by_the_system_is_one_line(tmp_path):
+    """The OOM killer takes one decode worker: one line naming the domain and the fix, exit 1, and
+    the other worker goes too (it took SIGTERM by default, not the run's inherited handler)."""
+    from train_helpers import clean_env
+    from conftest import write_tiny_pacs
+
+    data = write_tiny_pacs(tmp_path / "PACS", per_class=4)
+    cache = tmp_path / "cache"
+    run = subprocess.Popen(tiny_command(data, tmp_path / "run", cache, "--num_workers", "2"),
+                           env=clean_env(tmp_path, TINY_HOLD_DECODE="1"), stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: len(list(cache.glob(".held.*"))) == 2, "both decode workers to start", run)
+    workers = [int(p.name.split(".")[-1]) for p in cache.glob(".held.*")]
+    os.kill(workers[0], signal.SIGKILL)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1].startswith("error: decoding photo: a decode worker was killed by the "
+                                                      "system (out of memory?); pass fewer --num_workers"), stderr
+    wait_for(lambda: not alive(workers[1]), "the other worker to end")
+
+
+@pytest.mark.slow
+def test_the_shipped_digits_cache_on_a_full_disk_is_built_in_memory(tmp_path, small_disk):
+    from train_helpers import TINY_TRAIN, clean_env
+
+    run = subprocess.run([sys.executable, str(TINY_TRAIN), "dann", "--cpu", "--dataset", "digits_shipped",
+                          "--backbone", "lenet_bn", "--pretrained", "none", "--max_steps", "1",
+                          "--cache_dir", str(small_disk), "--output_dir", str(tmp_path / "run")],
+                         env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"warning: cannot write the digits_shipped cache in {small_disk} (the disk is full); built in memory" \
+           in run.stderr, run.stderr[-3000:]
+    assert not list(small_disk.iterdir())

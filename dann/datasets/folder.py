@@ -20,9 +20,9 @@ import json
 import os
 import signal
 import socket
-import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from dann.data import TensorDomain, epoch_batches, aug_key
 from dann.datasets import Dataset, domain_stats
-from dann.errors import UserError, note, warn
+from dann.errors import UserError, note, os_reason, warn
 from dann.signals import die_with_parent
 
 BASE_SIZE = 256  # decoded images are BASE_SIZE x BASE_SIZE; models see 224 crops of them
@@ -177,16 +177,52 @@ def _decode_chunk(npy_file: str | None, start: int, paths: list[Path], size: int
     return bad
 
 
-def _decode_all(files: DomainFiles, npy_file: str | None, workers: int) -> list[tuple[int, str]]:
-    """Decode every file of the domain in `workers` processes; the bad ones as (index, reason)."""
-    # About 4 chunks per worker: even load at the end, little per-task overhead.
+def _decode_rows(start: int, paths: list[Path], size: int) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """Decode `paths` in memory: the unreadable ones as [(index, reason)] and the images (zeros for those)."""
+    images = np.zeros((len(paths), 3, size, size), np.uint8)
+    bad = []
+    for row, path in enumerate(paths):
+        try:
+            images[row] = decode_image(path, size)
+        except BadImage as e:
+            bad.append((start + row, e.reason))
+    return bad, images
+
+
+def _chunks(files: DomainFiles, workers: int) -> list[tuple[int, list[Path]]]:
+    """(start, paths) of about 4 chunks per worker: even load at the end, little per-task overhead."""
     size = max(1, -(-len(files.paths) // (max(workers, 1) * 4)))
-    chunks = [(npy_file, i, files.paths[i: i + size], files.size) for i in range(0, len(files.paths), size)]
+    return [(i, files.paths[i: i + size]) for i in range(0, len(files.paths), size)]
+
+
+def _in_workers(fn, calls: list[tuple], workers: int, name: str) -> list:
+    """[fn(*args) for args in calls], in `workers` processes (1: in this one). A worker killed by
+    the system (out of memory) is one UserError, not a BrokenProcessPool traceback."""
     if workers <= 1:
-        return [b for chunk in chunks for b in _decode_chunk(*chunk)]
-    with ProcessPoolExecutor(min(workers, len(chunks)), initializer=_worker_started, initargs=(os.getpid(),)) as pool:
-        futures = [pool.submit(_decode_chunk, *chunk) for chunk in chunks]
-        return [b for future in futures for b in future.result()]
+        return [fn(*args) for args in calls]
+    try:
+        with ProcessPoolExecutor(min(workers, len(calls)), initializer=_worker_started,
+                                 initargs=(os.getpid(),)) as pool:
+            return [future.result() for future in [pool.submit(fn, *args) for args in calls]]
+    except BrokenProcessPool:
+        raise UserError(f"decoding {name}: a decode worker was killed by the system (out of memory?); pass "
+                        f"fewer --num_workers (0: decode in this process)") from None
+
+
+def _decode_all(files: DomainFiles, npy_file: str | None, workers: int) -> list[tuple[int, str]]:
+    """Decode every file of the domain in `workers` processes into the .npy file (None: only to find the
+    unreadable ones); the bad ones as (index, reason)."""
+    calls = [(npy_file, start, paths, files.size) for start, paths in _chunks(files, workers)]
+    return [b for bad in _in_workers(_decode_chunk, calls, workers, files.name) for b in bad]
+
+
+def _decode_in_memory(files: DomainFiles, workers: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Every image of the domain in memory (no cache file: the pixels travel back from the workers)."""
+    calls = [(start, paths, files.size) for start, paths in _chunks(files, workers)]
+    parts = _in_workers(_decode_rows, calls, workers, files.name)
+    images = np.concatenate([images for _, images in parts]) if parts else \
+        np.zeros((0, 3, files.size, files.size), np.uint8)
+    return images, [b for bad, _ in parts for b in bad]
 
 
 def _worker_started(parent: int) -> None:
@@ -266,8 +302,11 @@ def _alive(pid: int) -> bool:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = _partial(path)
-    tmp.write_text(text)
-    tmp.replace(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _remove_stale(cache_file: Path) -> None:
@@ -297,28 +336,41 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
         if images.shape == shape:
             return _without_bad(images, files, json.loads(bad_file.read_text()), skip_bad)
     tmp = _partial(cache_file)
+    start = time.time()
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         _remove_orphans(cache_file.parent)
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # header, sparse rows
+        create_reserved(tmp, shape)
     except OSError as e:
-        warn(f"could not write the decode cache in {cache_file.parent} ({e}); "
-                      f"the next run decodes again (set --cache_dir to a writable folder)")
-        with tempfile.TemporaryDirectory() as scratch:
-            images, kept = decode_domain(files, scratch, workers, skip_bad)
-            return np.array(images), kept  # in memory; the scratch folder goes
+        tmp.unlink(missing_ok=True)
+        warn(f"cannot write the decode cache in {cache_file.parent} ({os_reason(e)}); decoding {files.name} in "
+             f"memory this time; free space there or set --cache_dir to a writable folder")
+        images, bad = _decode_in_memory(files, workers)
+        note(f"decoded {files.name} in {time.time() - start:.1f} s")
+        return _without_bad(images, files, bad, skip_bad)
     try:
-        start = time.time()
         note(f"decoding {files.name}: {len(files.paths)} images into {cache_file.parent} (once; later runs "
              f"read the cache)")
         bad = _decode_all(files, str(tmp), workers)
         note(f"decoded {files.name} in {time.time() - start:.1f} s")
         tmp.replace(cache_file)  # atomic
-        _write_atomic(bad_file, json.dumps(bad))  # a cache counts once its bad list exists
+        try:
+            _write_atomic(bad_file, json.dumps(bad))  # a cache counts once its bad list exists
+        except OSError as e:
+            warn(f"cannot write {bad_file} ({os_reason(e)}); the next run decodes {files.name} again")
     finally:
         tmp.unlink(missing_ok=True)
     _remove_stale(cache_file)
     return _without_bad(np.load(cache_file, mmap_mode="c"), files, bad, skip_bad)
+
+
+def create_reserved(path: Path, shape: tuple[int, ...]) -> None:
+    """An .npy file of uint8 `shape` whose every block is allocated now. numpy leaves the rows sparse:
+    on a full disk the failure would come later, as SIGBUS in the worker writing a row through the
+    memory map (a process killed, no message); reserved, it is ENOSPC here."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)  # the header, sparse rows
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
 def _without_bad(images: np.ndarray, files: DomainFiles, bad: list, skip: bool):
