@@ -18,7 +18,7 @@ from pathlib import Path
 
 from accelerate import Accelerator
 
-from dann.errors import UserError, unwritable
+from dann.errors import UserError, os_reason, unwritable
 
 NAME = re.compile(r"^step_(\d+)$")
 
@@ -108,9 +108,9 @@ def save(accelerator: Accelerator, folder: str | Path, state, config) -> Path:
             tmp.rename(final)  # atomic: the final name appears only when all is written
             for old in complete_checkpoints(folder)[:-config.keep_checkpoints]:
                 shutil.rmtree(old, ignore_errors=True)
-    except OSError as e:
+    except Exception as e:  # OSError, or a library's own: safetensors raises SafetensorError on a full disk
         shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"writing checkpoint {final} failed ({e}); free disk space or choose "
+        raise UserError(f"writing checkpoint {final} failed ({os_reason(e)}); free disk space or choose "
                         f"another --output_dir; older checkpoints in {folder} are untouched") from None
     accelerator.wait_for_everyone()
     return final

@@ -33,11 +33,22 @@ def note(message: str) -> None:
     _say("note", message)
 
 
-def os_reason(error: OSError) -> str:
-    """What an OSError of a write means, in a few words."""
-    return {errno.EEXIST: "it is a file, not a folder", errno.ENOTDIR: "a part of the path is a file",
-            errno.EROFS: "the file system is read-only", errno.ENOSPC: "the disk is full",
-            errno.EDQUOT: "the disk quota is exceeded"}.get(error.errno, error.strerror or str(error))
+REASONS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is exceeded",
+           errno.EROFS: "the file system is read-only", errno.EEXIST: "it is a file, not a folder",
+           errno.ENOTDIR: "a part of the path is a file", errno.EACCES: "permission denied"}
+
+
+def os_reason(error: Exception) -> str:
+    """What a failed write means, in a few words: an OSError, or a library's own error wrapping one
+    (safetensors raises SafetensorError '... No space left on device (os error 28)')."""
+    if isinstance(error, OSError) and error.errno in REASONS:
+        return REASONS[error.errno]
+    for code, words in REASONS.items():
+        if os.strerror(code) in str(error):
+            return words
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {str(error).splitlines()[0]}" if str(error) else type(error).__name__
 
 
 def unwritable(flag: str, path, error: OSError) -> str:

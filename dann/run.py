@@ -12,7 +12,10 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
+import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,9 +25,10 @@ from accelerate.utils import broadcast_object_list, set_seed
 from dann import checkpoint, datasets, methods, selection, tracking
 from dann.backbones import is_weights_name
 from dann.config import TrainConfig, default_output_dir, with_method
-from dann.errors import UserError, is_main_process, note
+from dann.errors import UserError, is_main_process, note, os_reason, warn
 from dann.outputs import Snapshot, merge_wanted
-from dann.train import EvaluationHook, fit
+from dann.signals import Interrupted, StopRequested
+from dann.train import EvaluationHook, TrainState, fit
 
 GPU_EPOCHS, CPU_EPOCHS = 30, 1  # --epochs 0: the homework's run on a GPU, a first look on a CPU
 
@@ -183,10 +187,23 @@ class Evaluations(EvaluationHook):
         return selection.during_training(snapshot, self.config)
 
 
+@dataclass
+class Trained:
+    """One model at the end of its run: its record for results.json, and what its files are made of."""
+    record: dict
+    model: torch.nn.Module
+    split: object
+    tsne_sample: dict | None
+    model_dir: Path
+    prefix: str
+
+
 def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, step_offset: int,
-                channels_last: bool, stop) -> dict:
-    """Train one model (one target, one seed) in <output_dir>/<prefix>: its checkpoints,
-    weights and figures; returns its results."""
+                channels_last: bool, stop) -> Trained:
+    """Train one model (one target, one seed) in <output_dir>/<prefix> (its checkpoints) and score
+    it. A stop signal during the end-of-run scores saves a checkpoint of the trained model and
+    raises Interrupted: the resumed run only scores (a run that ended without its scores would
+    read as a success)."""
     model_dir = Path(config.output_dir) / prefix
     config = dataclasses.replace(config, output_dir=str(model_dir))  # its own checkpoints
     if channels_last:
@@ -197,32 +214,84 @@ def train_model(config: TrainConfig, model, accelerator: Accelerator, split, pre
     split = dataclasses.replace(split, **{k: with_seed(getattr(split, k), config.seed)
                                           for k in ("train", "target", "test", "source_test")})
     log = tracking.prefixed_log(accelerator, prefix, step_offset)
-    evaluations = Evaluations(config)
-    model, results = fit(config, model, accelerator, split, log=log, stop=stop, on_evaluate=evaluations)
+    evaluations, state = Evaluations(config), TrainState()
+    model, results = fit(config, model, accelerator, split, log=log, stop=stop, on_evaluate=evaluations, state=state)
     # the last evaluation's pass; a run resumed after it (stopped during the end-of-run scores) makes its own
     snapshot = evaluations.last or Snapshot(model, split, accelerator, stop, evaluations.features_wanted(split, True))
-    results.update(selection.end_of_run(config, snapshot, results["steps"], channels_last, stop, log))
-    results.update(tracking.end_of_run_figures(accelerator, snapshot, results["confusion_matrix"], config,
-                                               model_dir, prefix, stop))
+    try:
+        results.update(selection.end_of_run(config, snapshot, results["steps"], channels_last, stop, log))
+        sample = tracking.tsne_inputs(config, snapshot)
+    except StopRequested:
+        signum = stop.signum if stop is not None and stop.signum else signal.SIGTERM
+        path = checkpoint.save(accelerator, checkpoint.checkpoint_dir(model_dir), state, config)
+        raise Interrupted(f"{signal.Signals(signum).name} during the end-of-run scores: checkpoint saved to {path}; "
+                          f"to continue, run the same command with --resume auto --output_dir {model_dir}",
+                          signum) from None
+    return Trained(results, model, split, sample, model_dir, prefix)
+
+
+def save_files(trained: Trained, config: TrainConfig, accelerator: Accelerator) -> tuple[dict, list[str]]:
+    """A trained model's figures and weights (--save_model), after its results: the paths of the
+    figures written, and what could not be saved, each with its reason (the run goes on)."""
+    figures, failed = tracking.write_figures(accelerator, trained.split, trained.record["confusion_matrix"],
+                                             trained.tsne_sample, config, trained.model_dir, trained.prefix)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and config.save_model:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        accelerator.save_model(model, model_dir)  # model.safetensors
+        failed += save_weights(accelerator, trained.model, trained.model_dir)
     accelerator.free_memory()  # the next model starts clean
-    return results
+    return figures, [f"{trained.prefix}/{name}" if trained.prefix else name for name in failed]
 
 
-def write_results(results: dict, runs: list[dict], summary: dict, output_dir: Path, accelerator) -> None:
-    """results.json, and one line per model and one for the summary on stdout."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    for r in runs:
-        accelerator.print(f"{r['target']} seed {r['seed']}: target_acc={r['target_acc']:.4f} "
-                          f"best_target_acc={r['best_target_acc']:.4f} source_acc="
-                          f"{r['source_acc']:.4f} ({r['num_target_eval']} target images)")
+def save_weights(accelerator: Accelerator, model, folder: Path) -> list[str]:
+    """model.safetensors in `folder`, written whole or not at all; [what failed] if it could not be."""
+    tmp = folder / f".model.{os.getpid()}.partial"
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        accelerator.save_model(model, tmp)
+        for file in tmp.iterdir():
+            file.replace(folder / file.name)
+    except Exception as e:  # noqa: BLE001 -- OSError, or safetensors' own error on a full disk
+        return [f"model.safetensors ({os_reason(e)})"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return []
+
+
+def write_results(results: dict, output_dir: Path, accelerator) -> str:
+    """results.json, written whole (a reader never sees half of it), by the main process; what
+    failed, or ''."""
+    if not accelerator.is_main_process:
+        return ""
+    path = output_dir / "results.json"
+    tmp = path.with_name(f".results.json.{os.getpid()}.partial")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(path)
+    except OSError as e:
+        return f"results.json ({os_reason(e)})"
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ""
+
+
+def model_line(r: dict) -> str:
+    return (f"{r['target']} seed {r['seed']}: target_acc={r['target_acc']:.4f} best_target_acc="
+            f"{r['best_target_acc']:.4f} source_acc={r['source_acc']:.4f} ({r['num_target_eval']} target images)")
+
+
+def summary_line(summary: dict, output_dir: Path) -> str:
     extra = "".join(f" {k}={summary[k]:.4f}" for k in summary if k.startswith("xdomain/"))
     spread = f" +/- {summary['target_acc_std']:.4f}" if summary["num_seeds"] > 1 else ""
-    accelerator.print(f"target_acc={summary['target_acc']:.4f}{spread}{extra} -> {output_dir}/results.json")
+    return f"target_acc={summary['target_acc']:.4f}{spread}{extra} -> {output_dir}/results.json"
+
+
+def not_saved_error(failed: list[str], output_dir: Path) -> UserError:
+    """The one line for the files a finished run could not write (results.json kept if it could be)."""
+    kept = ("the results are printed above" if any(f.startswith("results.json") for f in failed)
+            else f"{output_dir}/results.json holds the results")
+    return UserError(f"not saved: {', '.join(failed)}; {kept}; free disk space, then run the same command "
+                     f"with --resume auto to write them")
 
 
 def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall_start: float) -> dict:
@@ -244,30 +313,48 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
         workers=config.num_workers if accelerator.is_main_process else 1))
 
     tracking.init_tracking(accelerator, config, config.flat())
-    runs, step_offset = [], 0
-    for target in config.targets:  # --target cartoon,sketch: cross-domain validation
-        for seed in config.seed_list:  # --seeds 0,1,2: final runs
-            if first_model is not None:
-                model, first_model = first_model, None
-            else:
-                set_seed(seed)
-                model = methods.build(config, len(classes))
-            one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="")
-            runs.append({"target": target, "seed": seed, **train_model(
-                one, model, accelerator, splits[target], tracking.model_prefix(target, seed, config),
-                step_offset, channels_last, stop)})
-            step_offset += runs[-1]["steps"]
+    pairs = [(target, seed) for target in config.targets  # --target cartoon,sketch: cross-domain validation
+             for seed in config.seed_list]  # --seeds 0,1,2: final runs
+    runs, failed, step_offset = [], [], 0
 
-    summary = tracking.summarize(runs)
-    tracking.log_summary(accelerator, summary)
-    results = {"method": config.method, "config": config.flat(), **summary,
-               **(runs[0] if len(runs) == 1 else {}), "runs": runs, **data_info,
-               "per_process_batch": batch_config.batch_size,
-               "global_batch": batch_config.batch_size * accelerator.num_processes,
-               "num_processes": accelerator.num_processes,
-               "mixed_precision": accelerator.mixed_precision,
-               "wall_seconds": time.time() - wall_start}
-    if accelerator.is_main_process:
-        write_results(results, runs, summary, output_dir, accelerator)
+    def results(complete: bool) -> dict:
+        """results.json: the models done so far; the summary (target_acc...) once all are."""
+        summary = tracking.summarize(runs) if complete else {}
+        return {"method": config.method, "config": config.flat(), "complete": complete, **summary,
+                **(runs[0] if len(runs) == 1 and complete else {}), "runs": runs, **data_info,
+                "per_process_batch": batch_config.batch_size,
+                "global_batch": batch_config.batch_size * accelerator.num_processes,
+                "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+                "wall_seconds": time.time() - wall_start}
+
+    for target, seed in pairs:
+        if first_model is not None:
+            model, first_model = first_model, None
+        else:
+            set_seed(seed)
+            model = methods.build(config, len(classes))
+        one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="")
+        trained = train_model(one, model, accelerator, splits[target], tracking.model_prefix(target, seed, config),
+                              step_offset, channels_last, stop)
+        runs.append({"target": target, "seed": seed, **trained.record})
+        step_offset += trained.record["steps"]
+        complete = len(runs) == len(pairs)
+        accelerator.print(model_line(runs[-1]))
+        if complete:
+            summary = tracking.summarize(runs)
+            tracking.log_summary(accelerator, summary)
+            accelerator.print(summary_line(summary, output_dir))
+        # The results first, then the figures and the weights: a file that does not fit (a full
+        # disk) or a kill during the t-SNE loses none of them.
+        error = write_results(results(complete), output_dir, accelerator)
+        figures, not_saved = save_files(trained, one, accelerator)
+        if figures:
+            runs[-1]["figures"] = figures
+            error = write_results(results(complete), output_dir, accelerator)
+        failed += not_saved + [error] * bool(error and complete)
+        if error and not complete:
+            warn(f"cannot write {output_dir}/{error}; trying again after the next model")
     accelerator.end_training()
-    return results
+    if failed:
+        raise not_saved_error(list(dict.fromkeys(failed)), output_dir)
+    return results(True)

@@ -17,9 +17,8 @@ import torch
 
 from dann import selection
 from dann.config import TrainConfig
-from dann.errors import note, warn
+from dann.errors import note, os_reason, warn
 from dann.outputs import Snapshot, evaluated
-from dann.signals import StopRequested
 
 SUMMARY_KEYS = ("target_acc", "best_target_acc", "source_acc")
 
@@ -191,8 +190,7 @@ def plot_tsne(points: np.ndarray, colors: np.ndarray, names: list[str], title: s
     ax.set_yticks([])
     ax.legend(markerscale=3, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_confusion(counts: np.ndarray, classes: list[str], title: str, path: Path) -> None:
@@ -211,49 +209,68 @@ def plot_confusion(counts: np.ndarray, classes: list[str], title: str, path: Pat
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def end_of_run_figures(accelerator, snapshot: Snapshot, confusion: list, config: TrainConfig, out_dir: Path,
-                       prefix: str = "", stop=None) -> dict:
-    """The target confusion matrix (of the last evaluation) and, with --tsne, the t-SNE of
-    source and target test features (by class, by domain), read from the last evaluation's pass
-    (`snapshot`): PNGs in out_dir, images in W&B. Returns the figures' paths for results.json.
-    Every process takes part in the pass, the main process draws; a stop signal during the pass
-    skips the t-SNE (the model is trained and saved regardless)."""
-    sample = None
-    if config.tsne:
-        try:
-            wanted = features_wanted(config, snapshot.split)
-            sample = {name: (snapshot(name).features_of(index).cpu().numpy(),
-                             snapshot(name, index).labels.cpu().numpy()) for name, index in wanted.items()}
-        except StopRequested:
-            warn("stop signal: the t-SNE figures are skipped")
+def save_figure(fig, path: Path) -> None:
+    """A PNG written whole or not at all (a full disk leaves no half file)."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def tsne_inputs(config: TrainConfig, snapshot: Snapshot) -> dict | None:
+    """The features and labels of the t-SNE's sample (--tsne), read from the last evaluation's pass
+    (`snapshot`); every process takes part. A stop signal during the pass raises StopRequested."""
+    if not config.tsne:
+        return None
+    wanted = features_wanted(config, snapshot.split)
+    return {name: (snapshot(name).features_of(index).cpu().numpy(), snapshot(name, index).labels.cpu().numpy())
+            for name, index in wanted.items()}
+
+
+def write_figures(accelerator, split, confusion: list, sample: dict | None, config: TrainConfig, out_dir: Path,
+                  prefix: str = "") -> tuple[dict[str, str], list[str]]:
+    """The target confusion matrix (of the last evaluation) and, given the t-SNE's `sample`
+    (tsne_inputs), the t-SNE of source and target test features (by class, by domain): PNGs in
+    out_dir, images in W&B; main process only. Returns the paths of the figures written, and
+    those that could not be (a full disk...), each with its reason: the run goes on without them."""
     if not accelerator.is_main_process:
-        return {}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    key = f"{prefix}/" if prefix else ""
-    split = snapshot.split
+        return {}, []
+    files, failed = {}, []
     source, target = split.source_test, split.test
     where = f"{source.name}->{target.name}"
-    files = {"confusion_matrix": out_dir / "confusion_matrix.png"}
-    plot_confusion(np.array(confusion), split.classes, f"target confusion matrix ({where})", files["confusion_matrix"])
+
+    def draw(name: str, plot, *args) -> None:
+        path = out_dir / f"{name}.png"
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            plot(*args, path)
+            files[name] = str(path)
+        except Exception as e:  # noqa: BLE001 -- a figure that cannot be saved must not lose the run
+            failed.append(f"{path.name} ({os_reason(e)})")
+
+    draw("confusion_matrix", plot_confusion, np.array(confusion), split.classes, f"target confusion matrix ({where})")
     if sample is not None:
         start = time.time()
         (f_s, y_s), (f_t, y_t) = sample["source_test"], sample["test"]
         note(f"t-SNE of {len(f_s) + len(f_t)} features of {source.name} and {target.name} ...")
         points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
         domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
-        files["tsne_by_class"] = out_dir / "tsne_by_class.png"
-        files["tsne_by_domain"] = out_dir / "tsne_by_domain.png"
-        plot_tsne(points, np.concatenate([y_s, y_t]), split.classes,
-                  f"t-SNE of features, by class ({where})", files["tsne_by_class"])
-        plot_tsne(points, domain, [source.name, target.name],
-                  f"t-SNE of features, by domain ({where})", files["tsne_by_domain"])
-        note(f"t-SNE done in {time.time() - start:.0f} s -> {files['tsne_by_class'].parent}")
+        draw("tsne_by_class", plot_tsne, points, np.concatenate([y_s, y_t]), split.classes,
+             f"t-SNE of features, by class ({where})")
+        draw("tsne_by_domain", plot_tsne, points, domain, [source.name, target.name],
+             f"t-SNE of features, by domain ({where})")
+        note(f"t-SNE done in {time.time() - start:.0f} s -> {out_dir}")
     run = wandb_run(accelerator)
-    if run is not None:
+    if run is not None and files:
         import wandb
-        run.log({f"{key}figures/{name}": wandb.Image(str(path)) for name, path in files.items()})
-    return {"figures": {name: str(path) for name, path in files.items()}}
+        key = f"{prefix}/" if prefix else ""
+        run.log({f"{key}figures/{name}": wandb.Image(path) for name, path in files.items()})
+    return files, failed

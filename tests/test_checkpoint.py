@@ -327,3 +327,22 @@ class Exploit:
 
     def __reduce__(self):
         return (Path.touch, (Path(self.path),))
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_end_of_run_scores_checkpoints_and_the_resumed_run_scores(data, uninterrupted):
+    """SIGTERM during reverse validation (its first step is the 17th of the process, after 16 of
+    training): the run does not end as a success without its select/* scores (a requeue wrapper
+    would see success), it saves the trained state and exits 143; resumed, it scores, as an
+    uninterrupted run does."""
+    out = data.parent / "scores_stop"
+    stopped = train(flags(data, out), {"TINY_SIGNAL_AT_STEP": "17"})
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: SIGTERM during the end-of-run scores: checkpoint saved to ") \
+        and "--resume auto" in last, last
+    assert not (out / "results.json").exists()
+    resumed = train(flags(data, out, "--resume", "auto"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert metrics(out) == uninterrupted()

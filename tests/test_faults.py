@@ -9,6 +9,7 @@ elsewhere skipped, saying why).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -219,3 +220,67 @@ def test_the_shipped_digits_cache_on_a_full_disk_is_built_in_memory(tmp_path, sm
     assert f"warning: cannot write the digits_shipped cache in {small_disk} (the disk is full); built in memory" \
            in run.stderr, run.stderr[-3000:]
     assert not list(small_disk.iterdir())
+
+
+# ---------------------------------------------------------------------------- 3. the output disk fills up
+
+def fill(disk: Path, leave: int) -> None:
+    """Fill `disk` but `leave` bytes."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:  # full
+        os.ftruncate(fd, max(0, os.fstat(fd).st_size - leave))
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.slow
+def test_a_full_output_disk_keeps_the_results_and_names_what_was_not_saved(tmp_path, small_disk):
+    """The disk fills during training: results.json is written first (a few kB), the figure and the
+    weights that do not fit are named in one line, exit 1, and no partial file is left."""
+    from train_helpers import clean_env
+    from conftest import write_tiny_pacs
+    from tiny_train import HELD, RELEASE
+
+    data = write_tiny_pacs(tmp_path / "PACS", per_class=4)
+    out = small_disk / "run"
+    run = subprocess.Popen(tiny_command(data, out, tmp_path / "cache", "--num_workers", "0", "--save_model"),
+                           env=clean_env(tmp_path, TINY_HOLD_AT_STEP="4"), stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (out / HELD).exists(), "the run to hold at its last step", run)
+    fill(small_disk, leave=16 * 1024)
+    (out / RELEASE).touch()
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: not saved: confusion_matrix.png (the disk is full), model.safetensors (the disk "
+                           f"is full); {out}/results.json holds the results; free disk space"), last
+    results = json.loads((out / "results.json").read_text())
+    assert results["steps"] == 4 and "figures" not in results
+    assert sorted(p.name for p in out.iterdir()) == [".lock", HELD, RELEASE, "results.json"] or \
+        sorted(p.name for p in out.iterdir()) == [HELD, RELEASE, "results.json"]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_does_not_fit_is_one_line_and_leaves_no_temporary_folder(tmp_path, small_disk):
+    """SIGTERM on a full disk: the checkpoint cannot be written (safetensors raises its own error,
+    not an OSError): one line, exit 1, no .step_N.tmp left."""
+    from train_helpers import clean_env
+    from conftest import write_tiny_pacs
+    from tiny_train import HELD
+
+    data = write_tiny_pacs(tmp_path / "PACS", per_class=4)
+    out = small_disk / "run"
+    run = subprocess.Popen(tiny_command(data, out, tmp_path / "cache", "--num_workers", "0", "--epochs", "2"),
+                           env=clean_env(tmp_path, TINY_HOLD_AT_STEP="2"), stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: (out / HELD).exists(), "the run to hold", run)
+    fill(small_disk, leave=0)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=300)
+    assert run.returncode == 1, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: writing checkpoint {out}/checkpoints/step_00000002 failed (the disk is full); "
+                           "free disk space or choose another --output_dir"), last
+    assert "Traceback" not in stderr and not list((out / "checkpoints").iterdir())
