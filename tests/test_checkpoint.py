@@ -308,16 +308,23 @@ def test_resume_refuses_another_architecture_flag(data, capsys, method, flag, fi
     assert len(error) == 1 and f"--{flag} ({first} there, {then} now)" in error[0], error
 
 
-def test_resume_refuses_a_pickle_that_runs_code(data, tmp_path, capsys):
+@pytest.mark.parametrize("manifest", [True, False])
+def test_resume_refuses_a_pickle_that_runs_code(data, tmp_path, capsys, manifest):
+    """Refused before it is unpickled: as a file changed since it was saved (its sha256), or, in a
+    checkpoint without manifest.json, by the weights-only loader."""
     out = data.parent / "run"
     assert main("dann", flags(data, out, "--checkpoint_every", "1", "--epochs", "1")) == 0
     marker = tmp_path / "pwned"
     saved = checkpoint.complete_checkpoints(out / "checkpoints")[-1]
     torch.save({"state": Exploit(str(marker))}, saved / "optimizer.bin")
+    if not manifest:
+        (saved / checkpoint.MANIFEST).unlink()
     capsys.readouterr()
     assert main("dann", flags(data, out, "--resume", str(saved), "--epochs", "2")) == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith(f"error: --resume {saved}: cannot load"), error
+    expected = (f"error: --resume {saved}: checkpoint file {saved / 'optimizer.bin'} is damaged (its contents changed"
+                if manifest else f"error: --resume {saved}: cannot load")
+    assert len(error) == 1 and error[0].startswith(expected), error
     assert not marker.exists()
 
 
@@ -346,3 +353,49 @@ def test_a_signal_during_the_end_of_run_scores_checkpoints_and_the_resumed_run_s
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
     assert metrics(out) == uninterrupted()
+
+
+def damage_file(path: Path, how: str) -> None:
+    if how == "garbage":
+        path.write_bytes(b"\x00 not what was saved")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "other_keys":
+        path.write_text(json.dumps({"epochs_done": 2, "global_step": 8}))
+    elif how == "missing":
+        path.unlink()
+
+
+@pytest.mark.parametrize("manifest", ["manifest", "no_manifest"])  # no_manifest: a checkpoint of an older version
+@pytest.mark.parametrize("name, how, why", [
+    ("random_states_0.pkl", "garbage", "UnpicklingError"),
+    ("random_states_0.pkl", "truncated", ""),
+    ("progress.json", "garbage", "JSONDecodeError"),
+    ("progress.json", "other_keys", "other keys than a checkpoint's: missing epoch"),
+    ("config.json", "missing", ""),
+    ("config.json", "garbage", "JSONDecodeError"),
+    ("model.safetensors", "truncated", ""),
+])
+def test_a_damaged_checkpoint_file_is_refused_in_one_line(data, capsys, manifest, name, how, why):
+    """Every file of the checkpoint is checked before any is loaded: a damaged RNG state (which
+    Accelerate skips with an info log: the resume 'succeeds' and ends with other metrics), damaged
+    metadata (a traceback, or other keys: training silently restarted from step 0 on the loaded
+    weights) or weights are one line naming the file and the older checkpoint to resume from."""
+    out = data.parent / "run"
+    assert main("dann", flags(data, out, "--checkpoint_every", "1", "--epochs", "2")) == 0
+    older, newest = checkpoint.complete_checkpoints(out / "checkpoints")
+    if manifest == "no_manifest":
+        (newest / checkpoint.MANIFEST).unlink()
+    damage_file(newest / name, how)
+    capsys.readouterr()
+    resumed = main("dann", flags(data, out, "--resume", "auto", "--epochs", "3"))
+    error = capsys.readouterr().err.strip().splitlines()
+    if manifest == "no_manifest" and name == "model.safetensors":  # found by the loader, without the file's name
+        assert resumed == 1 and len(error) == 1 and error[0].startswith(f"error: --resume {newest}: cannot load"), error
+        return
+    assert resumed == 1 and len(error) == 1, error
+    expected = "is missing" if how == "missing" else "is damaged ("
+    assert error[0].startswith(f"error: --resume auto: checkpoint file {newest / name} {expected}"), error[0]
+    assert why in error[0] if manifest == "no_manifest" else "contents changed" in error[0] or how == "missing"
+    assert error[0].endswith(f"resume from an older checkpoint: --resume {older}"), error[0]
+    assert main("dann", flags(data, out, "--resume", str(older), "--epochs", "3")) == 0  # the fix works
