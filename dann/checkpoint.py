@@ -205,12 +205,16 @@ def find_resume(resume: str, output_dir: str) -> Path | None:
     return found[-1]
 
 
-def check_fresh(output_dir: str) -> None:
-    """Refuse to start a new run where an earlier run's checkpoints would mix with its own."""
+def check_fresh(output_dir: str | Path) -> None:
+    """Refuse to start a new run where an earlier run's checkpoints would mix with its own, or
+    where its results would be overwritten."""
     found = complete_checkpoints(checkpoint_dir(output_dir))
     if found:
         raise UserError(f"--output_dir {output_dir} already holds checkpoints of an earlier run "
                         f"({found[-1].name}); continue it with --resume auto, or choose another --output_dir")
+    if (Path(output_dir) / "results.json").exists():
+        raise UserError(f"--output_dir {output_dir} already holds the results of an earlier run (results.json); "
+                        f"choose another --output_dir, or run it again there with --resume auto")
 
 
 def run_dir_of(resume: str) -> str:

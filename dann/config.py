@@ -216,6 +216,7 @@ class TrainConfig:
 
 
 RULE_SETS = ("all", "cheap", "none")  # --select_rules shorthands
+MAX_SEED = 2**32 - 1  # numpy's seeds (set_seed seeds numpy, torch and Python's random alike)
 
 
 def selection_rules(config: TrainConfig, trains: bool | None = None) -> list[str]:
@@ -363,7 +364,7 @@ def validate(config: TrainConfig) -> list[str]:
     positive = {"lr": config.lr, "batch_size": config.batch_size, "step_size": config.step_size,
                 "log_every": config.log_every, "eval_every": config.eval_every}
     errors += [f"--{k} must be > 0, got {v}" for k, v in positive.items() if v <= 0]
-    non_negative = {"momentum": config.momentum, "weight_decay": config.weight_decay, "gamma": config.gamma,
+    non_negative = {"weight_decay": config.weight_decay, "gamma": config.gamma,
                     "max_steps": config.max_steps, "epochs": config.epochs, "clip_grad": config.clip_grad,
                     "iters_per_epoch": config.iters_per_epoch,
                     "checkpoint_every": config.checkpoint_every}
@@ -392,8 +393,12 @@ def validate(config: TrainConfig) -> list[str]:
         seeds = config.seed_list
         if len(set(seeds)) != len(seeds):
             errors.append(f"--seeds lists a seed twice: {config.seeds}")
+        errors += [f"--{'seeds' if config.seeds else 'seed'} must be between 0 and {MAX_SEED}, got {s}"
+                   for s in seeds if not 0 <= s <= MAX_SEED][:1]
     except ValueError:
         errors.append(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {config.seeds!r}")
+    if not 0 <= config.momentum < 1:
+        errors.append(f"--momentum must be in [0, 1), got {config.momentum} (1 and more diverge)")
     if config.tsne_samples <= 1:
         errors.append(f"--tsne_samples must be > 1, got {config.tsne_samples}")
     return errors
@@ -434,6 +439,8 @@ def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
     other = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata} - {f.name for f in shared_fields(script)}
     errors = [f"--{f} is a flag of train_{'baseline' if script == 'dann' else 'dann'}.py, not of train_{script}.py"
               for f in flags if f in other]
+    errors += [f"--{name} is empty; give a domain, e.g. --{name} {example}"  # "" would mean the dataset's default
+               for name, example in (("source", "photo"), ("target", "art_painting")) if given_empty(argv, name)]
     errors += split_values({f: None for f in flags if f not in other}, method, backbone, discriminator)[2]
     if errors:
         parser.error("; ".join(errors))
@@ -445,6 +452,12 @@ def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
     if errors:
         parser.error("; ".join(errors))
     return config
+
+
+def given_empty(argv: list[str], name: str) -> bool:
+    """Whether argv gives --name an empty value (--name= or --name "")."""
+    return any(arg == f"--{name}=" or (arg == f"--{name}" and i + 1 < len(argv) and argv[i + 1] == "")
+               for i, arg in enumerate(argv))
 
 
 def default_output_dir(config: TrainConfig, name: str = "") -> str:

@@ -25,7 +25,7 @@ from accelerate.utils import broadcast_object_list, set_seed
 from dann import checkpoint, datasets, methods, selection, tracking
 from dann.backbones import is_weights_name
 from dann.config import TrainConfig, default_output_dir, with_method
-from dann.errors import UserError, is_main_process, note, os_reason, warn
+from dann.errors import UserError, is_main_process, note, os_reason, unwritable, warn
 from dann.outputs import Snapshot, merge_wanted
 from dann.signals import Interrupted, StopRequested
 from dann.train import EvaluationHook, TrainState, fit
@@ -107,6 +107,31 @@ def check_batch(config: TrainConfig, accelerator: Accelerator) -> None:
                         f"the {accelerator.num_processes} processes")
 
 
+def check_batch_fits(config: TrainConfig, splits: dict, per_process: int, world: int) -> None:
+    """A step's batch must fit in each domain it is drawn from: a larger one repeats images within
+    a batch (--batch_size 100000 on 5,000 digits tried to allocate 20 GB)."""
+    for split in splits.values():
+        for domain in (split.train, split.target):
+            if domain is None or per_process * world <= len(domain):
+                continue
+            held = (f" (after --source_val {config.source_val} held some out)"
+                    if domain is split.train and split.source_val is not None else "")
+            over = f" ({per_process * world} images a step over {world} processes)" if world > 1 else ""
+            limit = len(domain) if config.batch_scope == "global" else len(domain) // world
+            raise UserError(f"--batch_size {config.batch_size}{over} is larger than the {len(domain)} training images "
+                            f"of {domain.name}{held}; choose --batch_size {limit} or less")
+
+
+def check_cache_dir(config: TrainConfig) -> None:
+    """A --cache_dir given must be a folder this run can make (a full disk is met later, where the
+    cache falls back to memory)."""
+    if config.cache_dir:
+        try:
+            Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(unwritable("--cache_dir", config.cache_dir, e)) from None
+
+
 def per_process_batch(config: TrainConfig, accelerator: Accelerator) -> int:
     if config.batch_scope == "global":
         return config.batch_size // accelerator.num_processes
@@ -139,6 +164,7 @@ def run(config: TrainConfig, stop=None) -> dict:
     dataset = datasets.build(config)
     config = resolve(config, dataset)
     check_pretrained(config)
+    check_cache_dir(config)
     accelerator = make_accelerator(config)
     check_batch(config, accelerator)
     output_dir = Path(config.output_dir)
@@ -146,6 +172,8 @@ def run(config: TrainConfig, stop=None) -> dict:
     created = not output_dir.exists()
     lock = on_main_first(accelerator, lambda: checkpoint.lock_run_dir(output_dir), others_too=False)
     try:
+        if not config.resume:  # an earlier run's results or checkpoints are never overwritten unasked
+            on_main_first(accelerator, lambda: checkpoint.check_fresh(output_dir), others_too=False)
         return train_all(config, accelerator, dataset, stop, wall_start)
     finally:
         if lock is not None:
@@ -311,6 +339,7 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
         dataset, batch_config, first_model.input_spec, device=accelerator.device, rank=accelerator.process_index,
         world=accelerator.num_processes, channels_last=channels_last,
         workers=config.num_workers if accelerator.is_main_process else 1))
+    check_batch_fits(config, splits, batch_config.batch_size, accelerator.num_processes)
 
     tracking.init_tracking(accelerator, config, config.flat())
     pairs = [(target, seed) for target in config.targets  # --target cartoon,sketch: cross-domain validation

@@ -284,3 +284,97 @@ def test_a_checkpoint_that_does_not_fit_is_one_line_and_leaves_no_temporary_fold
     assert last.startswith(f"error: writing checkpoint {out}/checkpoints/step_00000002 failed (the disk is full); "
                            "free disk space or choose another --output_dir"), last
     assert "Traceback" not in stderr and not list((out / "checkpoints").iterdir())
+
+
+# ---------------------------------------------------------------------------- 5, 6, 8, 10: refused in one line
+
+@pytest.fixture
+def tiny_main(tmp_path, monkeypatch, capsys):
+    """main() of train_dann.py with tests/tiny_train.py's plug-ins, on a tiny PACS (8 images a
+    domain): returns (exit code, the stderr lines) of a run with the given flags."""
+    from conftest import write_tiny_pacs
+    from tiny_train import register
+    from dann.cli import main
+
+    register(monkeypatch)
+    data = write_tiny_pacs(tmp_path / "PACS", per_class=4)
+
+    def run(*flags: str) -> tuple[int, list[str]]:
+        capsys.readouterr()
+        code = main("dann", ["--cpu", "--backbone", "tiny", "--pretrained", "none", "--data_root", str(data),
+                             "--cache_dir", str(tmp_path / "cache"), "--batch_size", "2", "--epochs", "1",
+                             "--num_workers", "0", "--data_path", "tensor", "--no-tsne", *flags])
+        return code, capsys.readouterr().err.strip().splitlines()
+    return run
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    """A folder on a read-only file system; skipped where it cannot be mounted."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a read-only tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=True)
+
+
+@pytest.mark.parametrize("where, reason", [("on_a_file", "it is a file, not a folder"),
+                                           ("under_a_file", "a part of the path is a file"),
+                                           ("read_only", "the file system is read-only")])
+def test_an_unwritable_output_dir_is_one_line_before_any_decoding(tmp_path, tiny_main, request, where, reason):
+    (tmp_path / "a_file").write_text("")
+    out = {"on_a_file": tmp_path / "a_file", "under_a_file": tmp_path / "a_file" / "run",
+           "read_only": request.getfixturevalue("read_only") / "run" if where == "read_only" else None}[where]
+    code, err = tiny_main("--output_dir", str(out))
+    assert code == 1 and len(err) == 1, err
+    assert err[0] == f"error: --output_dir {out}: cannot write there ({reason}); choose a writable folder"
+    assert not list((tmp_path / "cache").glob("*.npy"))  # nothing was decoded
+
+
+def test_a_cache_dir_that_cannot_be_made_is_one_line(tmp_path, tiny_main):
+    (tmp_path / "a_file").write_text("")
+    code, err = tiny_main("--cache_dir", str(tmp_path / "a_file" / "cache"), "--output_dir", str(tmp_path / "run"))
+    assert code == 1 and err == [f"error: --cache_dir {tmp_path / 'a_file' / 'cache'}: cannot write there (a part "
+                                 f"of the path is a file); choose a writable folder"], err
+
+
+def test_a_batch_larger_than_a_domain_is_refused_before_training(tmp_path, tiny_main):
+    """--batch_size 100000 on 5,000 digits tried to allocate ~20 GB; here 8 images a domain, 7 of the
+    source after --source_val takes one out."""
+    code, err = tiny_main("--batch_size", "100000", "--output_dir", str(tmp_path / "run"))
+    assert code == 1 and [line for line in err if line.startswith("error:")] == err[-1:], err
+    assert err[-1] == ("error: --batch_size 100000 is larger than the 7 training images of photo (after --source_val "
+                      "0.1 held some out); choose --batch_size 7 or less"), err
+
+
+def test_a_new_run_never_overwrites_finished_results(tmp_path, tiny_main):
+    out = tmp_path / "run"
+    assert tiny_main("--output_dir", str(out))[0] == 0
+    finished = (out / "results.json").read_text()
+    code, err = tiny_main("--output_dir", str(out), "--lr", "0.01")
+    assert code == 1 and err == [f"error: --output_dir {out} already holds the results of an earlier run "
+                                 f"(results.json); choose another --output_dir, or run it again there with --resume "
+                                 f"auto"], err
+    assert (out / "results.json").read_text() == finished
+    assert tiny_main("--output_dir", str(out), "--resume", "auto")[0] == 0  # asked for: run again there
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "-1"], "--seed must be between 0 and 4294967295, got -1"),
+    (["--seed", "99999999999999999999"], "--seed must be between 0 and 4294967295, got 99999999999999999999"),
+    (["--seeds", "0,-3"], "--seeds must be between 0 and 4294967295, got -3"),
+    (["--momentum", "1.5"], "--momentum must be in [0, 1), got 1.5"),
+    (["--target", ""], "--target is empty; give a domain"),
+    (["--target="], "--target is empty; give a domain"),
+    (["--source", ""], "--source is empty; give a domain"),
+])
+def test_flag_values_a_run_cannot_take_are_one_line(argv, message, capsys):
+    from dann.config import parse_config
+
+    with pytest.raises(SystemExit) as e:
+        parse_config("dann", argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err

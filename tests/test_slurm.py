@@ -246,7 +246,8 @@ def test_the_tiny_homework_on_slurm(slurm, tmp_path):
     """`sweep.py homework --scale tiny`: the grids as one job array, then the finals as another.
     LeNet for AlexNet: two jobs at once on the 2 CPUs, where two AlexNet trainings would hold
     4 GB (the local homework test trains LeNet too, two runs at a time)."""
-    data = write_tiny_pacs(tmp_path / "PACS", domains=("photo", "art_painting", "cartoon", "sketch"))
+    # 10 images a domain: the tiny scale's batch of 8 fits in the 9 the source trains on (--source_val holds one out)
+    data = write_tiny_pacs(tmp_path / "PACS", domains=("photo", "art_painting", "cartoon", "sketch"), per_class=5)
     command = [sys.executable, str(ROOT / "sweep.py"), "homework", "--out", "hw", "--scale", "tiny", "--final_seeds",
                "0", "--wandb", "off", "--launcher", "slurm", "--slurm_cpus_per_job", "1", "--slurm_gpus_per_job", "0",
                "--slurm_poll", "0.5", "--", f"--data_root={data}", "--backbone=lenet", f"--cache_dir={tmp_path / 'cache'}"]

@@ -13,6 +13,7 @@ list of bad files is cached beside the images (`<domain>-<fingerprint>.bad.json`
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -342,7 +343,8 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
         _remove_orphans(cache_file.parent)
         create_reserved(tmp, shape)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a path under a file: ENOTDIR
+            tmp.unlink(missing_ok=True)
         warn(f"cannot write the decode cache in {cache_file.parent} ({os_reason(e)}); decoding {files.name} in "
              f"memory this time; free space there or set --cache_dir to a writable folder")
         images, bad = _decode_in_memory(files, workers)
