@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import ctypes
 import os
+import signal
 import sys
 
 from dann.config import parse_config
-from dann.errors import UserError, is_main_process
+from dann.errors import UserError, is_main_process, one_line
 from dann.signals import die_with_parent
 
 
@@ -52,7 +53,13 @@ def script_main(script: str) -> int:
     from dann.signals import StopOnSignal
 
     with StopOnSignal() as stop:
-        return main(script, stop=stop, config=config)
+        try:
+            return main(script, stop=stop, config=config)
+        except KeyboardInterrupt:  # a second Ctrl-C (StopOnSignal turned the first into a checkpointed stop)
+            if is_main_process():
+                print("stopped: SIGINT again: stopped at once, without a checkpoint; an earlier checkpoint, if any, "
+                      "continues with --resume auto", file=sys.stderr)
+            return 128 + signal.SIGINT
 
 
 def main(script: str, argv: list[str] | None = None, stop=None, config=None) -> int:
@@ -72,10 +79,10 @@ def main(script: str, argv: list[str] | None = None, stop=None, config=None) -> 
             run(config, stop)
     except Interrupted as e:  # SIGTERM / SIGINT: checkpointed, says how to resume
         if is_main_process():
-            print(f"stopped: {e}", file=sys.stderr)
+            print(f"stopped: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except UserError as e:
         if is_main_process():
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 1
     return 0

@@ -6,6 +6,7 @@ traceback, and exit 1; other processes of a multi-process run exit quietly.
 """
 import errno
 import os
+import re
 import sys
 
 
@@ -18,9 +19,23 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|[@-Z\\-_])")  # terminal colours, bold, cursor moves
+
+
+def strip_escapes(text: str) -> str:
+    """`text` without terminal escape sequences (torch's messages make words bold)."""
+    return ESCAPES.sub("", text)
+
+
+def one_line(text: str) -> str:
+    """A message as one line: escapes removed, its lines joined (a library's message quoted in ours
+    may run over several)."""
+    return " ".join(part.strip() for part in strip_escapes(text).splitlines() if part.strip())
+
+
 def _say(kind: str, message: str) -> None:
     if is_main_process():
-        print(f"{kind}: {message}", file=sys.stderr, flush=True)
+        print(f"{kind}: {one_line(message)}", file=sys.stderr, flush=True)
 
 
 def warn(message: str) -> None:

@@ -52,6 +52,10 @@ class StopOnSignal:
         self._previous = {}
 
     def _handle(self, signum, frame):
+        if self.signum is None and os.environ.get("RANK", "0") == "0":  # said once, by the main process
+            again = "; Ctrl-C again stops at once, without one" if signum == signal.SIGINT else ""
+            # os.write: unbuffered, safe whatever the main thread was writing when the signal came
+            os.write(2, f"note: {signal.Signals(signum).name}: stopping with a checkpoint{again}\n".encode())
         self.signum = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
 

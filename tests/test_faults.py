@@ -378,3 +378,134 @@ def test_flag_values_a_run_cannot_take_are_one_line(argv, message, capsys):
         parse_config("dann", argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err, err
+
+
+# ---------------------------------------------------------------------------- 9. failures never read as success
+
+def sweep_cli(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    from train_helpers import clean_env
+
+    return subprocess.run([sys.executable, str(ROOT / "sweep.py"), *args], cwd=cwd, capture_output=True, text=True,
+                          env=clean_env(cwd, **env), timeout=300)
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_runs_fail_exits_1_with_a_line_naming_them(tmp_path):
+    """Every run fails (a parameter the program does not take): the table is written, and the
+    command says so in one line, exit 1 (it exited 0)."""
+    import yaml
+
+    (tmp_path / "train_baseline.py").write_text("import sys\nsys.exit('error: unknown flag --alhpa; see --help')\n")
+    (tmp_path / "sweep.yaml").write_text(yaml.safe_dump({
+        "program": "train_baseline.py", "method": "grid", "metric": {"name": "target_acc", "goal": "maximize"},
+        "parameters": {"alhpa": {"values": [0.1, 0.2]}}}))
+    done = sweep_cli("run", "sweep.yaml", "--out", "out", "--command_style", "python", "--wandb", "off", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    error = done.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: 2 of 2 runs failed: ") and \
+        error[0].count("(error: unknown flag --alhpa; see --help)") == 2, error
+    assert (tmp_path / "out" / "table.md").read_text().count("| failed |") == 2
+
+
+def test_a_table_without_rows_is_refused(tmp_path):
+    (tmp_path / "recipes.yaml").write_text("dataset: digits_shipped\npairs: [mnist:mnist_m]\nrows: {}\n")
+    done = sweep_cli("table", "--recipes", "recipes.yaml", "--out", "out", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.startswith("error: --recipes recipes.yaml: needs `rows: "), done.stderr
+
+
+@pytest.mark.slow
+def test_a_table_whose_run_fails_exits_1_with_a_line_naming_it(tmp_path):
+    done = sweep_cli("table", "--dataset", "pacs", "--pairs", "photo:art_painting", "--methods", "baseline",
+                     "--backbones", "lenet", "--seeds", "0", "--out", "out", "--wandb", "off", "--",
+                     f"--data_root={tmp_path / 'missing'}", "--cpu", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("error: 1 of 1 runs failed: ") and \
+        f"(error: --data_root {tmp_path / 'missing'}: no such folder" in done.stderr, done.stderr
+    assert "| failed |" in (tmp_path / "out" / "table.md").read_text()
+
+
+STOPPING_RUN = """import json, signal, sys, time
+from pathlib import Path
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+out = Path(args["output_dir"])
+out.mkdir(parents=True, exist_ok=True)
+stopping = []
+signal.signal(signal.SIGTERM, lambda signum, frame: stopping.append(signum))
+(out / "started").write_text(str(__import__("os").getpid()))
+while not stopping:
+    time.sleep(0.05)
+(out / "stopping").touch()
+while not (out / "release").exists():  # a checkpoint that takes long
+    time.sleep(0.05)
+"""
+
+
+def stopping_sweep(folder: Path) -> list[str]:
+    import yaml
+
+    (folder / "train_baseline.py").write_text(STOPPING_RUN)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({
+        "program": "train_baseline.py", "method": "grid", "metric": {"name": "target_acc", "goal": "maximize"},
+        "parameters": {"lr": {"values": [0.1]}}}))
+    return [sys.executable, str(ROOT / "sweep.py"), "run", "sweep.yaml", "--out", "out", "--command_style", "python",
+            "--wandb", "off"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signals, code", [(["SIGTERM"], 143), (["SIGINT"], 130), (["SIGINT", "SIGINT"], 130)])
+def test_the_runner_exits_128_plus_the_signal_and_a_second_one_stops_its_runs_at_once(tmp_path, signals, code):
+    """SIGTERM: 143 (it was 130); Ctrl-C: 130. The runner waits for its runs to checkpoint; a second
+    signal stops them at once (SIGKILL) instead of leaving them behind."""
+    from train_helpers import clean_env
+
+    runner = subprocess.Popen(stopping_sweep(tmp_path), cwd=tmp_path, env=clean_env(tmp_path), text=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    runs = tmp_path / "out" / "runs"
+    wait_for(lambda: list(runs.glob("*/started")), "the run to start", runner)
+    run_dir = next(runs.glob("*/started")).parent
+    child = int((run_dir / "started").read_text())
+    runner.send_signal(getattr(signal, signals[0]))
+    wait_for(lambda: (run_dir / "stopping").exists(), "the run to get its SIGTERM", runner)
+    if len(signals) == 1:
+        (run_dir / "release").touch()  # its checkpoint is written
+    else:
+        runner.send_signal(getattr(signal, signals[1]))
+    _, stderr = runner.communicate(timeout=120)
+    assert runner.returncode == code, stderr
+    assert stderr.strip().splitlines()[-1].startswith(f"stopped: {signals[0]}: the runs were stopped"), stderr
+    assert not alive(child), "the run outlived the runner"
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_stops_a_run_at_once_with_130(tmp_path):
+    """The first Ctrl-C asks for a checkpointed stop (said in a note); a second one, here while the
+    images are decoded, stops at once: 130 and one line (it died of SIGINT, -2), the workers with it."""
+    from train_helpers import clean_env
+    from conftest import write_tiny_pacs
+    import threading
+
+    data = write_tiny_pacs(tmp_path / "PACS", per_class=4)
+    cache = tmp_path / "cache"
+    run = subprocess.Popen(tiny_command(data, tmp_path / "run", cache, "--num_workers", "2"),
+                           env=clean_env(tmp_path, TINY_HOLD_DECODE="1"), stderr=subprocess.PIPE, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(run.stderr), daemon=True)
+    reader.start()
+    wait_for(lambda: len(list(cache.glob(".held.*"))) == 2, "both decode workers to start", run)
+    workers = [int(p.name.split(".")[-1]) for p in cache.glob(".held.*")]
+    try:
+        run.send_signal(signal.SIGINT)
+        wait_for(lambda: any(line.startswith("note: SIGINT: stopping with a checkpoint") for line in lines),
+                 "the first Ctrl-C to be taken", run)
+        run.send_signal(signal.SIGINT)
+        run.wait(timeout=120)
+        reader.join(timeout=30)
+        assert run.returncode == 130, "".join(lines)[-3000:]
+        assert lines[-1].startswith("stopped: SIGINT again: stopped at once, without a checkpoint"), lines[-5:]
+        wait_for(lambda: not any(alive(pid) for pid in workers), "the decode workers to end")
+    finally:
+        for pid in workers:
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        if run.poll() is None:
+            run.kill()

@@ -170,7 +170,7 @@ def test_grid_on_slurm_requeued_mid_run_restarted_while_pending_resumes_exactly(
     wait_for(lambda: state(slurm, ids[run]) == "PENDING", "the requeued job to be pending")
     first.process.send_signal(signal.SIGTERM)  # the driver stops waiting; the jobs go on
     output = first.end()
-    assert first.process.returncode == 130 and output.strip().splitlines()[-1].startswith(
+    assert first.process.returncode == 143 and output.strip().splitlines()[-1].startswith(
         "stopped: the Slurm jobs go on"), output
 
     second = Driver(tmp_path, slurm, [f"--data_root={data}"])  # restarted while a job is pending
@@ -208,7 +208,9 @@ def test_the_time_limit_signal_requeues_and_resumes_and_a_user_error_is_not_requ
     slurm_run(slurm, "scancel", "--signal=USR2", job_id(good))
     release(slurm, job_id(good))
     output = driver.end()
-    assert driver.process.returncode == 0 and "1 of 2 runs finished, 1 failed" in output, output
+    assert driver.process.returncode == 1 and "1 of 2 runs finished, 1 failed" in output, output
+    assert output.strip().splitlines()[-1].startswith(f"error: 1 of 2 runs failed: {bad.name} (error: --data_root "
+                                                      f"{missing}: no such folder"), output
 
     log = (good / "log.txt").read_text(errors="replace")
     assert log.count("--- Slurm job") == 2 and "stopped: SIGTERM at step 6" in log and "resumed from" in log, log

@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import signal
 import socket
@@ -201,13 +202,18 @@ def _in_workers(fn, calls: list[tuple], workers: int, name: str) -> list:
     the system (out of memory) is one UserError, not a BrokenProcessPool traceback."""
     if workers <= 1:
         return [fn(*args) for args in calls]
+    pool = ProcessPoolExecutor(min(workers, len(calls)), initializer=_worker_started, initargs=(os.getpid(),))
     try:
-        with ProcessPoolExecutor(min(workers, len(calls)), initializer=_worker_started,
-                                 initargs=(os.getpid(),)) as pool:
-            return [future.result() for future in [pool.submit(fn, *args) for args in calls]]
+        return [future.result() for future in [pool.submit(fn, *args) for args in calls]]
     except BrokenProcessPool:
         raise UserError(f"decoding {name}: a decode worker was killed by the system (out of memory?); pass "
                         f"fewer --num_workers (0: decode in this process)") from None
+    except KeyboardInterrupt:  # a second Ctrl-C stops at once, not after the chunks in flight
+        for worker in multiprocessing.active_children():
+            worker.kill()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _decode_all(files: DomainFiles, npy_file: str | None, workers: int) -> list[tuple[int, str]]:

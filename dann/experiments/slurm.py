@@ -22,7 +22,8 @@ from pathlib import Path
 
 from dann.signals import die_with_parent
 from dann.errors import UserError
-from dann.experiments.local import Job, prepare, read_metric, record, run_env, say, tail, unfinished, wait_group
+from dann.experiments.local import (Job, Stopped, prepare, read_metric, record, run_env, say, tail, unfinished,
+                                   wait_group)
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: sweeps/, train_dann.py
 SIGNAL_DELAY_S = 120  # submitit's USR2 comes this long before the time limit: time to save a checkpoint
@@ -137,14 +138,14 @@ class SlurmRunner:
         previous = signal.signal(signal.SIGTERM, self._stop)
         try:
             self._wait(waiting)
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt("the Slurm jobs go on (squeue --me); run the same command again to wait "
-                                    "for them and write the table") from None
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Stopped)
+            raise Stopped("the Slurm jobs go on (squeue --me); run the same command again to wait for them and "
+                          "write the table", getattr(e, "exit_code", 128 + signal.SIGINT) - 128) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
     def _stop(self, signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise Stopped(signal.Signals(signum).name, signum)
 
     def _parameters(self) -> dict:
         s = self.settings
