@@ -31,7 +31,7 @@ from pathlib import Path
 from dann import plugins
 from dann.experiments import grids, homework_report
 from dann.config import HelpFormatter, OneLineParser
-from dann.errors import UserError, one_line
+from dann.errors import UserError, one_line, route_warnings
 from dann.experiments.local import Runner, error_line, slots_for
 
 GPU_RUNS = 4  # --runs_per_gpu default with GPUs: an estimate until benchmarks/bench_dann.py measures it
@@ -320,6 +320,7 @@ def write_multinode(args, train: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    route_warnings()
     try:
         sys.exit(main(sys.argv[1:]))
     except UserError as e:

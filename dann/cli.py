@@ -11,7 +11,7 @@ import signal
 import sys
 
 from dann.config import parse_config
-from dann.errors import UserError, is_main_process, one_line
+from dann.errors import UserError, is_main_process, one_line, route_warnings
 from dann.signals import die_with_parent
 
 
@@ -49,6 +49,7 @@ def script_main(script: str) -> int:
     """train_dann.py / train_baseline.py: main() with SIGTERM/SIGINT turned into a checkpointed stop."""
     exit_with_parent()
     return_freed_memory()
+    route_warnings()
     config = parse_config(script)  # first: --help and flag errors answer without loading torch
     from dann.signals import StopOnSignal
 

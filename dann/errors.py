@@ -8,6 +8,7 @@ import errno
 import os
 import re
 import sys
+import warnings
 
 
 class UserError(Exception):
@@ -69,3 +70,9 @@ def os_reason(error: Exception) -> str:
 def unwritable(flag: str, path, error: OSError) -> str:
     """The one line for a folder that cannot be made or written: what the system said, and the fix."""
     return f"{flag} {path}: cannot write there ({os_reason(error)}); choose a writable folder"
+
+
+def route_warnings() -> None:
+    """Python warnings (PIL's, matplotlib's, a library's deprecations) as `warning:` lines, one
+    each, instead of two raw lines naming a library's file and source line."""
+    warnings.showwarning = lambda message, category, *where, **kw: warn(f"{category.__name__}: {message}")

@@ -328,6 +328,9 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
     names = list(dict.fromkeys([config.source, *config.targets]))
     on_main_first(accelerator, lambda: dataset.prepare(names))  # downloads
     classes = dataset.classes(names)
+    if len(classes) < 2:
+        raise UserError(f"--dataset {config.dataset}: {', '.join(names)} hold one class ({classes[0] if classes else 'none'}): "
+                        f"there is nothing to classify; give domains with two classes or more")
     # The first model is built before any image is decoded: a bad weights file or an input
     # size the backbone cannot take is reported now. Seeded first: initial weights and
     # dropout masks then repeat from run to run.

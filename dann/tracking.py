@@ -8,8 +8,10 @@ training machine may lack them when tracking and figures are off.
 from __future__ import annotations
 
 import os
+import re
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +227,18 @@ def save_figure(fig, path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def warn_once(caught: list) -> None:
+    """The warnings of drawing the figures, one line each; matplotlib's one per character a class name
+    has that its font lacks ('Glyph 26085 missing from font(s) DejaVu Sans', for every glyph of every
+    figure) as one line."""
+    glyphs = dict.fromkeys(chr(int(m.group(1))) for w in caught if (m := re.match(r"Glyph (\d+) .*missing", str(w.message))))
+    if glyphs:
+        warn(f"the figures' font lacks characters of the class names ({''.join(glyphs)}): they show as boxes")
+    for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught
+                                 if not re.match(r"Glyph \d+ .*missing", str(w.message))):
+        warn(message)
+
+
 def tsne_inputs(config: TrainConfig, snapshot: Snapshot) -> dict | None:
     """The features and labels of the t-SNE's sample (--tsne), read from the last evaluation's pass
     (`snapshot`); every process takes part. A stop signal during the pass raises StopRequested."""
@@ -256,18 +270,22 @@ def write_figures(accelerator, split, confusion: list, sample: dict | None, conf
         except Exception as e:  # noqa: BLE001 -- a figure that cannot be saved must not lose the run
             failed.append(f"{path.name} ({os_reason(e)})")
 
-    draw("confusion_matrix", plot_confusion, np.array(confusion), split.classes, f"target confusion matrix ({where})")
-    if sample is not None:
-        start = time.time()
-        (f_s, y_s), (f_t, y_t) = sample["source_test"], sample["test"]
-        note(f"t-SNE of {len(f_s) + len(f_t)} features of {source.name} and {target.name} ...")
-        points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
-        domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
-        draw("tsne_by_class", plot_tsne, points, np.concatenate([y_s, y_t]), split.classes,
-             f"t-SNE of features, by class ({where})")
-        draw("tsne_by_domain", plot_tsne, points, domain, [source.name, target.name],
-             f"t-SNE of features, by domain ({where})")
-        note(f"t-SNE done in {time.time() - start:.0f} s -> {out_dir}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        draw("confusion_matrix", plot_confusion, np.array(confusion), split.classes,
+             f"target confusion matrix ({where})")
+        if sample is not None:
+            start = time.time()
+            (f_s, y_s), (f_t, y_t) = sample["source_test"], sample["test"]
+            note(f"t-SNE of {len(f_s) + len(f_t)} features of {source.name} and {target.name} ...")
+            points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
+            domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
+            draw("tsne_by_class", plot_tsne, points, np.concatenate([y_s, y_t]), split.classes,
+                 f"t-SNE of features, by class ({where})")
+            draw("tsne_by_domain", plot_tsne, points, domain, [source.name, target.name],
+                 f"t-SNE of features, by domain ({where})")
+            note(f"t-SNE done in {time.time() - start:.0f} s -> {out_dir}")
+    warn_once(caught)
     run = wandb_run(accelerator)
     if run is not None and files:
         import wandb

@@ -325,6 +325,7 @@ def test_resume_refuses_a_pickle_that_runs_code(data, tmp_path, capsys, manifest
     expected = (f"error: --resume {saved}: checkpoint file {saved / 'optimizer.bin'} is damaged (its contents changed"
                 if manifest else f"error: --resume {saved}: cannot load")
     assert len(error) == 1 and error[0].startswith(expected), error
+    assert "\x1b" not in error[0]  # torch's message makes words bold with terminal escapes
     assert not marker.exists()
 
 

@@ -509,3 +509,70 @@ def test_a_second_ctrl_c_stops_a_run_at_once_with_130(tmp_path):
                 os.kill(pid, signal.SIGKILL)
         if run.poll() is None:
             run.kill()
+
+
+# ---------------------------------------------------------------------------- 12. the smaller ones
+
+def one_class_pacs(root: Path, classes: tuple[str, ...]) -> Path:
+    from conftest import write_tiny_pacs
+
+    return write_tiny_pacs(root, classes=classes, per_class=4)
+
+
+def test_a_dataset_of_one_class_is_refused(tmp_path, tiny_main):
+    data = one_class_pacs(tmp_path / "ONE", ("dog",))
+    code, err = tiny_main("--data_root", str(data), "--output_dir", str(tmp_path / "run"))
+    assert code == 1 and err == ["error: --dataset pacs: photo, art_painting hold one class (dog): there is nothing "
+                                 "to classify; give domains with two classes or more"], err
+
+
+def test_the_unreadable_files_left_out_are_named_once(tmp_path, tiny_main):
+    """--skip_bad_images: the list is validated, then decoded; it was named by both."""
+    bad = tmp_path / "PACS" / "art_painting" / "dog" / "9.jpg"
+    bad.write_text("not a JPEG")
+    code, err = tiny_main("--data_path", "auto", "--skip_bad_images", "--output_dir", str(tmp_path / "run"))
+    assert code == 0, err
+    said = [line for line in err if "--skip_bad_images: leaving out" in line]
+    assert len(said) == 1 and str(bad) in said[0], err
+
+
+def test_folders_in_class_folders_are_noted(tmp_path, tiny_main):
+    """A folder inside a class folder (even one named like an image) is not read, and a note says so."""
+    (tmp_path / "PACS" / "photo" / "dog" / "more").mkdir()
+    (tmp_path / "PACS" / "photo" / "dog" / "x.jpg").mkdir()
+    code, err = tiny_main("--output_dir", str(tmp_path / "run"))
+    assert code == 0, err
+    assert any(line.startswith(f"note: skipped 2 folder(s) inside the class folders of {tmp_path / 'PACS' / 'photo'}")
+               for line in err), err
+
+
+def test_a_huge_image_is_one_warning_naming_it(tmp_path, monkeypatch, capsys):
+    """PIL's DecompressionBombWarning (an image of more than 89 million pixels; here the limit is
+    lowered) was two raw lines without the file's name."""
+    from PIL import Image
+    from dann.datasets import folder
+
+    path = tmp_path / "huge.png"
+    Image.new("RGB", (40, 40)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 1600 pixels: over it, under twice it
+    folder.decode_image(path)
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"warning: {path}: Image size (1600 pixels) exceeds limit of 1000 pixels, could be decompression "
+                   f"bomb DOS attack."], err
+
+
+def test_class_names_the_figures_font_lacks_are_one_warning(tmp_path, tiny_main):
+    """matplotlib warns twice per missing glyph per figure, in raw lines; one line says it all."""
+    data = one_class_pacs(tmp_path / "CJK", ("日本", "dog"))
+    code, err = tiny_main("--data_root", str(data), "--output_dir", str(tmp_path / "run"))
+    assert code == 0, err
+    font = [line for line in err if "font" in line or "Glyph" in line]
+    assert font == ["warning: the figures' font lacks characters of the class names (日本): they show as boxes"], err
+
+
+def test_python_warnings_of_the_scripts_are_one_line_each():
+    probe = ("import warnings\nfrom dann.errors import route_warnings\nroute_warnings()\n"
+             "warnings.warn('a library\\nspeaking \\x1b[1mloudly\\x1b[0m', DeprecationWarning)")
+    done = subprocess.run([sys.executable, "-W", "always", "-c", probe], cwd=ROOT, capture_output=True, text=True,
+                          timeout=60)
+    assert done.stderr.splitlines() == ["warning: DeprecationWarning: a library speaking loudly"], done.stderr

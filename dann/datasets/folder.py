@@ -23,6 +23,7 @@ import os
 import signal
 import socket
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
@@ -141,7 +142,8 @@ def decode_image(path: str | Path, size: int = BASE_SIZE) -> np.ndarray:
     try:
         if os.path.getsize(path) == 0:
             raise BadImage(path, "the file is empty (0 bytes)")
-        with Image.open(path) as image:
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as image:
+            warnings.simplefilter("always")  # PIL's DecompressionBombWarning, said with the file's name
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
             image = image.convert("RGB")
@@ -153,6 +155,8 @@ def decode_image(path: str | Path, size: int = BASE_SIZE) -> np.ndarray:
             left, top = (new_w - size) // 2, (new_h - size) // 2
             image = image.crop((left, top, left + size, top + size))
             array = np.asarray(image, dtype=np.uint8)
+        for caught_warning in caught:
+            warn(f"{path}: {caught_warning.message}")
     except BadImage:
         raise
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
@@ -240,8 +244,8 @@ def _worker_started(parent: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
-    """`files` without the bad ones (named in one warning) if `skip`; else a UserError naming all."""
+def drop_bad(files: DomainFiles, bad: list, skip: bool, say: bool = True) -> DomainFiles:
+    """`files` without the bad ones (named in one warning, if `say`) if `skip`; else a UserError naming all."""
     if not bad:
         return files
     if not skip:
@@ -250,8 +254,9 @@ def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
         listing = "; ".join(f"{files.paths[i]}: {reason}" for i, reason in bad)
         raise UserError(f"cannot read {len(bad)} images of {files.name}: {listing}; fix or delete "
                         f"them, or pass --skip_bad_images to train without them")
-    warn(f"--skip_bad_images: leaving out {len(bad)} unreadable image(s) of {files.name}: "
-         + "; ".join(f"{files.paths[i]}: {reason}" for i, reason in bad))
+    if say:
+        warn(f"--skip_bad_images: leaving out {len(bad)} unreadable image(s) of {files.name}: "
+             + "; ".join(f"{files.paths[i]}: {reason}" for i, reason in bad))
     dropped = {i for i, _ in bad}
     keep = [i for i in range(len(files.paths)) if i not in dropped]
     return dataclasses.replace(files, paths=[files.paths[i] for i in keep], labels=[files.labels[i] for i in keep],
@@ -324,7 +329,7 @@ def _remove_stale(cache_file: Path) -> None:
 
 
 def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
-                  skip_bad: bool = False) -> tuple[np.ndarray, DomainFiles]:
+                  skip_bad: bool = False, say: bool = True) -> tuple[np.ndarray, DomainFiles]:
     """The readable images of a domain as one uint8 array (N, 3, S, S), from the cache if
     current, and the files they came from (`files` less the bad ones, see drop_bad).
 
@@ -341,7 +346,7 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
     if cache_file.exists() and bad_file.exists():
         images = np.load(cache_file, mmap_mode="c")
         if images.shape == shape:
-            return _without_bad(images, files, json.loads(bad_file.read_text()), skip_bad)
+            return _without_bad(images, files, json.loads(bad_file.read_text()), skip_bad, say)
     tmp = _partial(cache_file)
     start = time.time()
     try:
@@ -355,7 +360,7 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
              f"memory this time; free space there or set --cache_dir to a writable folder")
         images, bad = _decode_in_memory(files, workers)
         note(f"decoded {files.name} in {time.time() - start:.1f} s")
-        return _without_bad(images, files, bad, skip_bad)
+        return _without_bad(images, files, bad, skip_bad, say)
     try:
         note(f"decoding {files.name}: {len(files.paths)} images into {cache_file.parent} (once; later runs "
              f"read the cache)")
@@ -369,7 +374,7 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
     finally:
         tmp.unlink(missing_ok=True)
     _remove_stale(cache_file)
-    return _without_bad(np.load(cache_file, mmap_mode="c"), files, bad, skip_bad)
+    return _without_bad(np.load(cache_file, mmap_mode="c"), files, bad, skip_bad, say)
 
 
 def create_reserved(path: Path, shape: tuple[int, ...]) -> None:
@@ -381,8 +386,8 @@ def create_reserved(path: Path, shape: tuple[int, ...]) -> None:
         os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
 
 
-def _without_bad(images: np.ndarray, files: DomainFiles, bad: list, skip: bool):
-    kept = drop_bad(files, [tuple(b) for b in bad], skip)
+def _without_bad(images: np.ndarray, files: DomainFiles, bad: list, skip: bool, say: bool = True):
+    kept = drop_bad(files, [tuple(b) for b in bad], skip, say)
     if bad:  # rows of unreadable files hold zeros: leave them out
         dropped = {i for i, _ in bad}
         images = images[[i for i in range(len(images)) if i not in dropped]]
@@ -390,7 +395,7 @@ def _without_bad(images: np.ndarray, files: DomainFiles, bad: list, skip: bool):
 
 
 def check_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
-                 skip_bad: bool = False) -> DomainFiles:
+                 skip_bad: bool = False, say: bool = True) -> DomainFiles:
     """The DataLoader path's validation pass: decode every file once before training (the
     list of bad files is cached), so that a bad file stops the run now rather than mid-epoch."""
     bad_file = cache_path(files, cache_dir).with_suffix(".bad.json")
@@ -403,7 +408,7 @@ def check_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
             _write_atomic(bad_file, json.dumps(bad))
         except OSError:
             pass  # only the validation is lost: the next run checks the files again
-    return drop_bad(files, [tuple(b) for b in bad], skip_bad)
+    return drop_bad(files, [tuple(b) for b in bad], skip_bad, say)
 
 
 def labels_tensor(files: DomainFiles) -> torch.Tensor:
@@ -492,6 +497,13 @@ class Folder(Dataset):
     def __init__(self, config):
         super().__init__(config)
         self._listings: dict[str, DomainFiles] = {}
+        self._skips_said: set[tuple[str, str]] = set()  # (domain, split): its unreadable files were named
+
+    def _say_skips(self, domain: str, split: str) -> bool:
+        """Whether to name the unreadable files of a list now: once a run (it is validated, then decoded)."""
+        said = (domain, split) in self._skips_said
+        self._skips_said.add((domain, split))
+        return not said
 
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -534,7 +546,8 @@ class Folder(Dataset):
 
     def images(self, domain: str, split: str, workers: int):
         files = dataclasses.replace(self.listing(domain, split), size=self.image_size)
-        images, kept = decode_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
+        images, kept = decode_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images,
+                                     self._say_skips(domain, split))
         return torch.from_numpy(images), labels_tensor(kept), kept.skipped  # the memory map itself
 
     def loader_domain(self, files: DomainFiles, **kwargs) -> LoaderDomain:
@@ -548,7 +561,8 @@ class Folder(Dataset):
 
     def files(self, domain: str, workers: int, split: str = "train") -> DomainFiles:
         files = dataclasses.replace(self.listing(domain, split), size=self.image_size)
-        return check_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
+        return check_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images,
+                            self._say_skips(domain, split))
 
 
 def sample_paths(paths: list[Path]) -> list[Path]:
