@@ -265,9 +265,9 @@ def load(accelerator: Accelerator, path: Path, state, config) -> None:
     try:
         accelerator.load_state(str(path))
     except Exception as e:  # unpickling refused, shape mismatch, a damaged file
-        raise UserError(f"--resume {path}: cannot load the checkpoint ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}); it was written by another "
-                        f"method or model, or is damaged; pass an older checkpoint") from None
+        raise UserError(f"--resume {config.resume}: cannot load the checkpoint {path} ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); it was written by another method or model, "
+                        f"or is damaged; {older_than(path)}") from None
     rng_file = path / f"random_states_{accelerator.process_index}.pkl"
     if not torch.equal(torch.get_rng_state(), read_pickled(rng_file)["torch_manual_seed"]):
         raise UserError(f"--resume {config.resume}: the RNG state in {rng_file} could not be restored (the "

@@ -323,7 +323,7 @@ def test_resume_refuses_a_pickle_that_runs_code(data, tmp_path, capsys, manifest
     assert main("dann", flags(data, out, "--resume", str(saved), "--epochs", "2")) == 1
     error = capsys.readouterr().err.strip().splitlines()
     expected = (f"error: --resume {saved}: checkpoint file {saved / 'optimizer.bin'} is damaged (its contents changed"
-                if manifest else f"error: --resume {saved}: cannot load")
+                if manifest else f"error: --resume {saved}: cannot load the checkpoint {saved} (UnpicklingError")
     assert len(error) == 1 and error[0].startswith(expected), error
     assert "\x1b" not in error[0]  # torch's message makes words bold with terminal escapes
     assert not marker.exists()
@@ -392,7 +392,9 @@ def test_a_damaged_checkpoint_file_is_refused_in_one_line(data, capsys, manifest
     resumed = main("dann", flags(data, out, "--resume", "auto", "--epochs", "3"))
     error = capsys.readouterr().err.strip().splitlines()
     if manifest == "no_manifest" and name == "model.safetensors":  # found by the loader, without the file's name
-        assert resumed == 1 and len(error) == 1 and error[0].startswith(f"error: --resume {newest}: cannot load"), error
+        assert resumed == 1 and len(error) == 1, error
+        assert error[0].startswith(f"error: --resume auto: cannot load the checkpoint {newest} ("), error
+        assert error[0].endswith(f"resume from an older checkpoint: --resume {older}"), error
         return
     assert resumed == 1 and len(error) == 1, error
     expected = "is missing" if how == "missing" else "is damaged ("
