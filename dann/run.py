@@ -329,8 +329,8 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
     on_main_first(accelerator, lambda: dataset.prepare(names))  # downloads
     classes = dataset.classes(names)
     if len(classes) < 2:
-        raise UserError(f"--dataset {config.dataset}: {', '.join(names)} hold one class ({classes[0] if classes else 'none'}): "
-                        f"there is nothing to classify; give domains with two classes or more")
+        raise UserError(f"--dataset {config.dataset}: {', '.join(names)} hold one class ({''.join(classes)}): there is "
+                        f"nothing to classify; give domains with two classes or more")
     # The first model is built before any image is decoded: a bad weights file or an input
     # size the backbone cannot take is reported now. Seeded first: initial weights and
     # dropout masks then repeat from run to run.
@@ -386,6 +386,7 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
         failed += not_saved + [error] * bool(error and complete)
         if error and not complete:
             warn(f"cannot write {output_dir}/{error}; trying again after the next model")
+        del trained, model  # the next model is built without this one in memory
     accelerator.end_training()
     if failed:
         raise not_saved_error(list(dict.fromkeys(failed)), output_dir)

@@ -231,11 +231,11 @@ def warn_once(caught: list) -> None:
     """The warnings of drawing the figures, one line each; matplotlib's one per character a class name
     has that its font lacks ('Glyph 26085 missing from font(s) DejaVu Sans', for every glyph of every
     figure) as one line."""
-    glyphs = dict.fromkeys(chr(int(m.group(1))) for w in caught if (m := re.match(r"Glyph (\d+) .*missing", str(w.message))))
+    missing = [re.match(r"Glyph (\d+) .*missing from font", str(w.message)) for w in caught]
+    glyphs = "".join(dict.fromkeys(chr(int(m.group(1))) for m in missing if m))
     if glyphs:
-        warn(f"the figures' font lacks characters of the class names ({''.join(glyphs)}): they show as boxes")
-    for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught
-                                 if not re.match(r"Glyph \d+ .*missing", str(w.message))):
+        warn(f"the figures' font lacks characters of the class names ({glyphs}): they show as boxes")
+    for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w, m in zip(caught, missing) if not m):
         warn(message)
 
 

@@ -167,8 +167,9 @@ def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
 
     proc = sweep_cli("run", str(path), "--out", "out", "--command_style", "python", "--wandb", "off", cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr  # a run failed: not a success
-    assert proc.stderr.strip().splitlines() == [f"error: 1 of 4 runs failed: {second.name} (boom: lr 0.666 diverged); fix "
-                                                f"them and run the same command again (finished runs are skipped)"]
+    assert proc.stderr.strip().splitlines() == [f"error: 1 of 4 runs failed: {second.name} (boom: lr 0.666 "
+                                                f"diverged); fix them and run the same command again (finished "
+                                                f"runs are skipped)"]
     assert proc.stdout.count("skip ") == 1 and (first / "results.json").stat().st_mtime_ns == finished_at
     assert "3 of 4 runs finished, 1 failed, 0 left" in proc.stdout
     config, rows = grids.collect_local(tmp_path / "out")

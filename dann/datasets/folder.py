@@ -7,9 +7,10 @@ Every image is decoded the same way,
 whichever data path trains on it (`decode_image`): RGB, shorter side resized to 256,
 centre 256x256 crop, uint8 CHW; small images (digits) at their own size instead, or at the
 backbone's input size if it cannot take them (`Folder.choose_image_size`). Decoded domains are cached as .npy files keyed by a
-fingerprint of the image files, so a changed dataset is decoded again. An unreadable
-file stops the run with its name, or with --skip_bad_images is reported and left out; the
-list of bad files is cached beside the images (`<domain>-<fingerprint>.bad.json`).
+fingerprint of the image files, so a changed dataset is decoded again (in memory, with a
+warning, where the cache cannot be written: a full disk). An unreadable file stops the run
+with its name, or with --skip_bad_images is reported and left out; the list of bad files is
+cached beside the images (`<domain>-<fingerprint>.bad.json`). Decode workers die with their run.
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ from dann.signals import die_with_parent
 
 def main() -> None:
     die_with_parent(signal.SIGKILL)
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # caught, not ignored: the training starts with the default
+    # Caught, not ignored: an ignored signal stays ignored in the training it starts.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
     install = signal.signal
     # Accelerate's launcher (and torch's elastic agent, with several processes) install their own SIGTERM
     # handler: keep ours.

@@ -6,7 +6,8 @@ started; a SIGTERM reaches the training script, which checkpoints (runs are star
 --resume auto, so the next runner continues them). A job's folder holds command.txt,
 log.txt, status.json and the program's results.json; a job is done when results.json holds
 its metric. Launchers start through this interpreter (`python -m dann.experiments.launch` for
-`accelerate launch`), never through PATH. A run's start and record (prepare, record) are shared with dann/experiments/slurm.py.
+`accelerate launch`), never through PATH. A run's start and record (prepare, record) are shared
+with dann/experiments/slurm.py.
 """
 from __future__ import annotations
 
@@ -118,7 +119,8 @@ def error_line(error: str) -> str:
     """The line of a failed run's log tail that says why: its last `error:` or `stopped:` line (a
     warning or a progress bar may come after it), else its last line."""
     lines = error.splitlines()
-    return next((line for line in reversed(lines) if line.startswith(("error:", "stopped:"))), lines[-1] if lines else "")
+    said = [line for line in lines if line.startswith(("error:", "stopped:"))]
+    return (said or lines or [""])[-1]
 
 
 def failures(jobs: list[Job], what: str = "runs") -> str:
