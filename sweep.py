@@ -23,6 +23,7 @@ Arguments after `--` in `run`, `homework` and `table` go to every training run (
 import argparse
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -30,8 +31,8 @@ from pathlib import Path
 from dann import plugins
 from dann.experiments import grids, homework_report
 from dann.config import HelpFormatter, OneLineParser
-from dann.errors import UserError
-from dann.experiments.local import Runner, slots_for
+from dann.errors import UserError, one_line, route_warnings
+from dann.experiments.local import Runner, error_line, slots_for
 
 GPU_RUNS = 4  # --runs_per_gpu default with GPUs: an estimate until benchmarks/bench_dann.py measures it
 SELECTION_HELP = ("oracle (target accuracy), xdomain (cross-domain mean), or a rule run without target labels: "
@@ -246,6 +247,11 @@ def main(argv: list[str]) -> int:
         count = {s: sum(r["status"] == s for r in rows) for s in ("finished", "failed", "pending")}
         print(f"{count['finished']} of {len(rows)} runs finished, {count['failed']} failed, "
               f"{count['pending']} left -> {args.out}/table.md")
+        failed = [f"{r['key']} ({error_line(r['error']) or 'no message'})" for r in rows if r["status"] == "failed"]
+        if failed:
+            more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+            raise UserError(f"{len(failed)} of {len(rows)} runs failed: {'; '.join(failed[:3])}{more}; fix them and "
+                            f"run the same command again (finished runs are skipped)")
     elif args.command == "grid":
         import yaml
 
@@ -321,11 +327,12 @@ def write_multinode(args, train: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    route_warnings()
     try:
         sys.exit(main(sys.argv[1:]))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(str(e))}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt as e:  # SIGTERM / SIGINT: the runner stopped its runs
-        print(f"stopped: {e}" if str(e) else "stopped", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # SIGTERM / SIGINT: the runner stopped its runs (Stopped: 128 + the signal)
+        print(f"stopped: {e}" if str(e) else "stopped: SIGINT", file=sys.stderr)
+        sys.exit(getattr(e, "exit_code", 128 + signal.SIGINT))

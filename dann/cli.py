@@ -11,13 +11,8 @@ import signal
 import sys
 
 from dann.config import parse_config
-from dann.errors import UserError, is_main_process
-
-
-def die_with_parent() -> None:
-    """Get a SIGTERM when the parent process ends, however it ends (Linux; elsewhere a no-op)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+from dann.errors import UserError, is_main_process, one_line, route_warnings
+from dann.signals import die_with_parent
 
 
 def exit_with_parent() -> None:
@@ -54,11 +49,18 @@ def script_main(script: str) -> int:
     """train_dann.py / train_baseline.py: main() with SIGTERM/SIGINT turned into a checkpointed stop."""
     exit_with_parent()
     return_freed_memory()
+    route_warnings()
     config = parse_config(script)  # first: --help and flag errors answer without loading torch
     from dann.signals import StopOnSignal
 
     with StopOnSignal() as stop:
-        return main(script, stop=stop, config=config)
+        try:
+            return main(script, stop=stop, config=config)
+        except KeyboardInterrupt:  # a second Ctrl-C (StopOnSignal turned the first into a checkpointed stop)
+            if is_main_process():
+                print("stopped: SIGINT again: stopped at once, without a checkpoint; an earlier checkpoint, if any, "
+                      "continues with --resume auto", file=sys.stderr)
+            return 128 + signal.SIGINT
 
 
 def main(script: str, argv: list[str] | None = None, stop=None, config=None) -> int:
@@ -78,10 +80,10 @@ def main(script: str, argv: list[str] | None = None, stop=None, config=None) -> 
             run(config, stop)
     except Interrupted as e:  # SIGTERM / SIGINT: checkpointed, says how to resume
         if is_main_process():
-            print(f"stopped: {e}", file=sys.stderr)
+            print(f"stopped: {one_line(str(e))}", file=sys.stderr)
         return e.exit_code
     except UserError as e:
         if is_main_process():
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(str(e))}", file=sys.stderr)
         return 1
     return 0

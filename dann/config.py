@@ -235,6 +235,7 @@ class TrainConfig:
 
 
 RULE_SETS = ("all", "cheap", "none")  # --select_rules shorthands
+MAX_SEED = 2**32 - 1  # numpy's seeds (set_seed seeds numpy, torch and Python's random alike)
 
 
 def selection_rules(config: TrainConfig, trains: bool | None = None) -> list[str]:
@@ -382,7 +383,7 @@ def validate(config: TrainConfig) -> list[str]:
     positive = {"lr": config.lr, "batch_size": config.batch_size, "step_size": config.step_size,
                 "log_every": config.log_every, "eval_every": config.eval_every}
     errors += [f"--{k} must be > 0, got {v}" for k, v in positive.items() if v <= 0]
-    non_negative = {"momentum": config.momentum, "weight_decay": config.weight_decay, "gamma": config.gamma,
+    non_negative = {"weight_decay": config.weight_decay, "gamma": config.gamma,
                     "lr_gamma": config.lr_gamma, "lr_decay": config.lr_decay,
                     "max_steps": config.max_steps, "epochs": config.epochs, "clip_grad": config.clip_grad,
                     "iters_per_epoch": config.iters_per_epoch,
@@ -414,12 +415,16 @@ def validate(config: TrainConfig) -> list[str]:
         seeds = config.seed_list
         if len(set(seeds)) != len(seeds):
             errors.append(f"--seeds lists a seed twice: {config.seeds}")
+        errors += [f"--{'seeds' if config.seeds else 'seed'} must be between 0 and {MAX_SEED}, got {s}"
+                   for s in seeds if not 0 <= s <= MAX_SEED][:1]
     except ValueError:
         errors.append(f"--seeds must be comma-separated integers, e.g. 0,1,2; got {config.seeds!r}")
     if config.log_model and config.report_to not in ("wandb", "all"):
         errors.append("--log_model uploads the weights to W&B; add --report_to wandb (or all)")
     if config.log_model and config.save_model is False:
         errors.append("--log_model uploads the saved weights; drop --no-save_model")
+    if not 0 <= config.momentum < 1:
+        errors.append(f"--momentum must be in [0, 1), got {config.momentum} (1 and more diverge)")
     if config.tsne_samples <= 1:
         errors.append(f"--tsne_samples must be > 1, got {config.tsne_samples}")
     return errors
@@ -460,6 +465,8 @@ def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
     other = {f.name for f in dataclasses.fields(TrainConfig) if f.metadata} - {f.name for f in shared_fields(script)}
     errors = [f"--{f} is a flag of train_{'baseline' if script == 'dann' else 'dann'}.py, not of train_{script}.py"
               for f in flags if f in other]
+    errors += [f"--{name} is empty; give a domain, e.g. --{name} {example}"  # "" would mean the dataset's default
+               for name, example in (("source", "photo"), ("target", "art_painting")) if given_empty(argv, name)]
     errors += split_values({f: None for f in flags if f not in other}, method, backbone, discriminator)[2]
     if errors:
         parser.error("; ".join(errors))
@@ -471,6 +478,12 @@ def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
     if errors:
         parser.error("; ".join(errors))
     return config
+
+
+def given_empty(argv: list[str], name: str) -> bool:
+    """Whether argv gives --name an empty value (--name= or --name "")."""
+    return any(arg == f"--{name}=" or (arg == f"--{name}" and i + 1 < len(argv) and argv[i + 1] == "")
+               for i, arg in enumerate(argv))
 
 
 def default_output_dir(config: TrainConfig, name: str = "") -> str:

@@ -1,22 +1,26 @@
 """The end-of-run figures: the target confusion matrix and the t-SNE of G_f features of source
 and target test images (by class, by domain), drawn as PNGs in the model's folder from the last
-evaluation's pass. dann/tracking.py sends them to the trackers.
+evaluation's pass. dann/tracking.py sends them to the trackers. A figure that cannot be written
+(a full disk) is reported and the run goes on; a PNG is written whole or not at all.
 
 matplotlib and sklearn are imported inside the functions that use them: the training machine
 may lack them when the figures are off.
 """
 from __future__ import annotations
 
+import os
+import re
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dann.config import TrainConfig
-from dann.errors import note, warn
+from dann.errors import note, os_reason, warn
 from dann.outputs import Snapshot, evaluated
-from dann.signals import StopRequested
+
 
 def tsne_sample(domain, n: int, seed: int) -> torch.Tensor:
     """Up to n of the domain's evaluated examples, the same for the same seed."""
@@ -59,8 +63,7 @@ def plot_tsne(points: np.ndarray, colors: np.ndarray, names: list[str], title: s
     ax.set_yticks([])
     ax.legend(markerscale=3, fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_confusion(counts: np.ndarray, classes: list[str], title: str, path: Path) -> None:
@@ -79,43 +82,79 @@ def plot_confusion(counts: np.ndarray, classes: list[str], title: str, path: Pat
     ax.set_ylabel("true")
     ax.set_title(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
-def end_of_run_figures(accelerator, snapshot: Snapshot, confusion: list, config: TrainConfig, out_dir: Path) -> dict:
-    """The target confusion matrix (of the last evaluation) and, with --tsne, the t-SNE of
-    source and target test features (by class, by domain), read from the last evaluation's pass
-    (`snapshot`): PNGs in out_dir. Returns their paths for results.json (and the trackers).
-    Every process takes part in the pass, the main process draws; a stop signal during the pass
-    skips the t-SNE (the model is trained and saved regardless)."""
-    sample = None
-    if config.tsne:
-        try:
-            wanted = features_wanted(config, snapshot.split)
-            sample = {name: (snapshot(name).features_of(index).cpu().numpy(),
-                             snapshot(name, index).labels.cpu().numpy()) for name, index in wanted.items()}
-        except StopRequested:
-            warn("stop signal: the t-SNE figures are skipped")
+def save_figure(fig, path: Path) -> None:
+    """A PNG written whole or not at all (a full disk leaves no half file)."""
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        fig.savefig(tmp, dpi=120, format="png")
+        tmp.replace(path)
+    finally:
+        plt.close(fig)
+        tmp.unlink(missing_ok=True)
+
+
+def warn_once(caught: list) -> None:
+    """The warnings of drawing the figures, one line each; matplotlib's one per character a class name
+    has that its font lacks ('Glyph 26085 missing from font(s) DejaVu Sans', for every glyph of every
+    figure) as one line."""
+    missing = [re.match(r"Glyph (\d+) .*missing from font", str(w.message)) for w in caught]
+    glyphs = "".join(dict.fromkeys(chr(int(m.group(1))) for m in missing if m))
+    if glyphs:
+        warn(f"the figures' font lacks characters of the class names ({glyphs}): they show as boxes")
+    for message in dict.fromkeys(f"{w.category.__name__}: {w.message}" for w, m in zip(caught, missing) if not m):
+        warn(message)
+
+
+def tsne_inputs(config: TrainConfig, snapshot: Snapshot) -> dict | None:
+    """The features and labels of the t-SNE's sample (--tsne), read from the last evaluation's pass
+    (`snapshot`); every process takes part. A stop signal during the pass raises StopRequested."""
+    if not config.tsne:
+        return None
+    wanted = features_wanted(config, snapshot.split)
+    return {name: (snapshot(name).features_of(index).cpu().numpy(), snapshot(name, index).labels.cpu().numpy())
+            for name, index in wanted.items()}
+
+
+def write_figures(accelerator, split, confusion: list, sample: dict | None, config: TrainConfig,
+                  out_dir: Path) -> tuple[dict[str, str], list[str]]:
+    """The target confusion matrix (of the last evaluation) and, given the t-SNE's `sample`
+    (tsne_inputs), the t-SNE of source and target test features (by class, by domain): PNGs in
+    out_dir (dann/tracking.py sends them to the trackers); main process only. Returns the paths of the figures written, and
+    those that could not be (a full disk...), each with its reason: the run goes on without them."""
     if not accelerator.is_main_process:
-        return {}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    split = snapshot.split
+        return {}, []
+    files, failed = {}, []
     source, target = split.source_test, split.test
     where = f"{source.name}->{target.name}"
-    files = {"confusion_matrix": out_dir / "confusion_matrix.png"}
-    plot_confusion(np.array(confusion), split.classes, f"target confusion matrix ({where})", files["confusion_matrix"])
-    if sample is not None:
-        start = time.time()
-        (f_s, y_s), (f_t, y_t) = sample["source_test"], sample["test"]
-        note(f"t-SNE of {len(f_s) + len(f_t)} features of {source.name} and {target.name} ...")
-        points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
-        domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
-        files["tsne_by_class"] = out_dir / "tsne_by_class.png"
-        files["tsne_by_domain"] = out_dir / "tsne_by_domain.png"
-        plot_tsne(points, np.concatenate([y_s, y_t]), split.classes,
-                  f"t-SNE of features, by class ({where})", files["tsne_by_class"])
-        plot_tsne(points, domain, [source.name, target.name],
-                  f"t-SNE of features, by domain ({where})", files["tsne_by_domain"])
-        note(f"t-SNE done in {time.time() - start:.0f} s -> {files['tsne_by_class'].parent}")
-    return {"figures": {name: str(path) for name, path in files.items()}}
+
+    def draw(name: str, plot, *args) -> None:
+        path = out_dir / f"{name}.png"
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            plot(*args, path)
+            files[name] = str(path)
+        except Exception as e:  # noqa: BLE001 -- a figure that cannot be saved must not lose the run
+            failed.append(f"{path.name} ({os_reason(e)})")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        draw("confusion_matrix", plot_confusion, np.array(confusion), split.classes,
+             f"target confusion matrix ({where})")
+        if sample is not None:
+            start = time.time()
+            (f_s, y_s), (f_t, y_t) = sample["source_test"], sample["test"]
+            note(f"t-SNE of {len(f_s) + len(f_t)} features of {source.name} and {target.name} ...")
+            points = tsne_2d(np.concatenate([f_s, f_t]), config.seed)
+            domain = np.concatenate([np.zeros(len(f_s), int), np.ones(len(f_t), int)])
+            draw("tsne_by_class", plot_tsne, points, np.concatenate([y_s, y_t]), split.classes,
+                 f"t-SNE of features, by class ({where})")
+            draw("tsne_by_domain", plot_tsne, points, domain, [source.name, target.name],
+                 f"t-SNE of features, by domain ({where})")
+            note(f"t-SNE done in {time.time() - start:.0f} s -> {out_dir}")
+    warn_once(caught)
+    return files, failed

@@ -12,7 +12,10 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
+import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -22,9 +25,10 @@ from accelerate.utils import broadcast_object_list, set_seed
 from dann import checkpoint, datasets, figures, methods, progress, selection, tracking
 from dann.backbones import is_weights_name
 from dann.config import TrainConfig, default_output_dir, with_method
-from dann.errors import UserError, is_main_process, note, warn
+from dann.errors import UserError, is_main_process, note, os_reason, unwritable, warn
 from dann.outputs import Snapshot, merge_wanted
-from dann.train import EvaluationHook, fit, step_budget
+from dann.signals import Interrupted, StopRequested
+from dann.train import EvaluationHook, TrainState, fit, step_budget
 
 GPU_EPOCHS, CPU_EPOCHS = 30, 1  # --epochs 0: the homework's run on a GPU, a first look on a CPU
 
@@ -101,6 +105,31 @@ def check_batch(config: TrainConfig, accelerator: Accelerator) -> None:
     if config.batch_scope == "global" and config.batch_size % accelerator.num_processes:
         raise UserError(f"--batch_size {config.batch_size} with --batch_scope global must divide by "
                         f"the {accelerator.num_processes} processes")
+
+
+def check_batch_fits(config: TrainConfig, splits: dict, per_process: int, world: int) -> None:
+    """A step's batch must fit in each domain it is drawn from: a larger one repeats images within
+    a batch (--batch_size 100000 on 5,000 digits tried to allocate 20 GB)."""
+    for split in splits.values():
+        for domain in (split.train, split.target):
+            if domain is None or per_process * world <= len(domain):
+                continue
+            held = (f" (after --source_val {config.source_val} held some out)"
+                    if domain is split.train and split.source_val is not None else "")
+            over = f" ({per_process * world} images a step over {world} processes)" if world > 1 else ""
+            limit = len(domain) if config.batch_scope == "global" else len(domain) // world
+            raise UserError(f"--batch_size {config.batch_size}{over} is larger than the {len(domain)} training images "
+                            f"of {domain.name}{held}; choose --batch_size {limit} or less")
+
+
+def check_cache_dir(config: TrainConfig) -> None:
+    """A --cache_dir given must be a folder this run can make (a full disk is met later, where the
+    cache falls back to memory)."""
+    if config.cache_dir:
+        try:
+            Path(config.cache_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(unwritable("--cache_dir", config.cache_dir, e)) from None
 
 
 def per_process_batch(config: TrainConfig, accelerator: Accelerator) -> int:
@@ -241,6 +270,7 @@ def run(config: TrainConfig, stop=None) -> dict:
     dataset = datasets.build(config)
     config = resolve(config, dataset)
     check_pretrained(config)
+    check_cache_dir(config)
     accelerator = make_accelerator(config)
     check_batch(config, accelerator)
     warn_if_fewer_processes(accelerator.num_processes)
@@ -249,6 +279,8 @@ def run(config: TrainConfig, stop=None) -> dict:
     created = not output_dir.exists()
     lock = on_main_first(accelerator, lambda: checkpoint.lock_run_dir(output_dir), others_too=False)
     try:
+        if not config.resume:  # an earlier run's results or checkpoints are never overwritten unasked
+            on_main_first(accelerator, lambda: checkpoint.check_fresh(output_dir), others_too=False)
         return train_all(config, accelerator, dataset, stop, wall_start)
     finally:
         if lock is not None:
@@ -290,10 +322,23 @@ class Evaluations(EvaluationHook):
         return selection.during_training(snapshot, self.config)
 
 
+@dataclass
+class Trained:
+    """One model at the end of its run: its record for results.json, and what its files are made of."""
+    record: dict
+    model: torch.nn.Module
+    split: object
+    tsne_sample: dict | None
+    model_dir: Path
+    prefix: str
+
+
 def train_model(config: TrainConfig, model, accelerator: Accelerator, split, prefix: str, log,
-                channels_last: bool, stop) -> dict:
-    """Train one model (one target, one seed) in <output_dir>/<prefix>: its checkpoints,
-    weights and figures; returns its results. log(values, step): its trackers."""
+                channels_last: bool, stop) -> Trained:
+    """Train one model (one target, one seed) in <output_dir>/<prefix> (its checkpoints) and score
+    it; log(values, step): its trackers. A stop signal during the end-of-run scores saves a
+    checkpoint of the trained model and raises Interrupted: the resumed run only scores (a run
+    that ended without its scores would read as a success)."""
     model_dir = Path(config.output_dir) / prefix
     config = dataclasses.replace(config, output_dir=str(model_dir))  # its own checkpoints
     if channels_last:
@@ -303,42 +348,94 @@ def train_model(config: TrainConfig, model, accelerator: Accelerator, split, pre
     set_seed(config.seed, device_specific=True)
     split = dataclasses.replace(split, **{k: with_seed(getattr(split, k), config.seed)
                                           for k in ("train", "target", "test", "source_test")})
-    evaluations = Evaluations(config)
-    model, results = fit(config, model, accelerator, split, log=log, stop=stop, on_evaluate=evaluations)
+    evaluations, state = Evaluations(config), TrainState()
+    model, results = fit(config, model, accelerator, split, log=log, stop=stop, on_evaluate=evaluations, state=state)
     # the last evaluation's pass; a run resumed after it (stopped during the end-of-run scores) makes its own
     snapshot = evaluations.last or Snapshot(model, split, accelerator, stop, evaluations.features_wanted(split, True))
-    results.update(selection.end_of_run(config, snapshot, results["steps"], channels_last, stop, log))
-    results.update(figures.end_of_run_figures(accelerator, snapshot, results["confusion_matrix"], config, model_dir))
+    try:
+        results.update(selection.end_of_run(config, snapshot, results["steps"], channels_last, stop, log))
+        sample = figures.tsne_inputs(config, snapshot)
+    except StopRequested:
+        signum = stop.signum if stop is not None and stop.signum else signal.SIGTERM
+        path = checkpoint.save(accelerator, checkpoint.checkpoint_dir(model_dir), state, config)
+        raise Interrupted(f"{signal.Signals(signum).name} during the end-of-run scores: checkpoint saved to {path}; "
+                          f"to continue, run the same command with --resume auto --output_dir {model_dir}",
+                          signum) from None
+    return Trained(results, model, split, sample, model_dir, prefix)
+
+
+def save_files(trained: Trained, config: TrainConfig, accelerator: Accelerator) -> tuple[dict, list[str]]:
+    """A trained model's figures and weights (--save_model), after its results: the paths of the
+    figures written, and what could not be saved, each with its reason (the run goes on)."""
+    drawn, failed = figures.write_figures(accelerator, trained.split, trained.record["confusion_matrix"],
+                                          trained.tsne_sample, config, trained.model_dir)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and config.save_model:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        accelerator.save_model(model, model_dir)  # model.safetensors
+        failed += save_weights(accelerator, trained.model, trained.model_dir)
     accelerator.free_memory()  # the next model starts clean
-    return results
+    return drawn, [f"{trained.prefix}/{name}" if trained.prefix else name for name in failed]
 
 
-def write_results(results: dict, runs: list[dict], summary: dict, output_dir: Path, accelerator,
-                  headline: str = "acc") -> None:
-    """results.json, and one line per model and one for the summary on stdout; where the
-    dataset's papers report the mean per-class accuracy (VisDA-2017), that figure leads."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(results, indent=2))
-    for r in runs:
-        mean_class = "" if r.get("target_mean_class_acc") is None else \
-            f" target_mean_class_acc={r['target_mean_class_acc']:.4f}"
-        accelerator.print(f"{r['target']} seed {r['seed']}: target_acc={r['target_acc']:.4f} "
-                          f"best_target_acc={r['best_target_acc']:.4f} source_acc="
-                          f"{r['source_acc']:.4f}{mean_class} ({r['num_target_eval']} target images)")
+def save_weights(accelerator: Accelerator, model, folder: Path) -> list[str]:
+    """model.safetensors in `folder`, written whole or not at all; [what failed] if it could not be."""
+    tmp = folder / f".model.{os.getpid()}.partial"
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+        accelerator.save_model(model, tmp)
+        for file in tmp.iterdir():
+            file.replace(folder / file.name)
+    except Exception as e:  # noqa: BLE001 -- OSError, or safetensors' own error on a full disk
+        return [f"model.safetensors ({os_reason(e)})"]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return []
 
+
+def write_results(results: dict, output_dir: Path, accelerator) -> str:
+    """results.json, written whole (a reader never sees half of it), by the main process; what
+    failed, or ''."""
+    if not accelerator.is_main_process:
+        return ""
+    path = output_dir / "results.json"
+    tmp = path.with_name(f".results.json.{os.getpid()}.partial")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(results, indent=2))
+        tmp.replace(path)
+    except OSError as e:
+        return f"results.json ({os_reason(e)})"
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ""
+
+
+def model_line(r: dict) -> str:
+    mean_class = "" if r.get("target_mean_class_acc") is None else \
+        f" target_mean_class_acc={r['target_mean_class_acc']:.4f}"
+    return (f"{r['target']} seed {r['seed']}: target_acc={r['target_acc']:.4f} best_target_acc="
+            f"{r['best_target_acc']:.4f} source_acc={r['source_acc']:.4f}{mean_class} "
+            f"({r['num_target_eval']} target images)")
+
+
+def summary_line(summary: dict, output_dir: Path, dataset: str, headline: str = "acc") -> str:
+    """The run's summary; where the dataset's papers report the mean per-class accuracy
+    (VisDA-2017), that figure leads."""
     def value(key: str) -> str:
         return f"{key}={summary[key]:.4f}" + (f" +/- {summary[f'{key}_std']:.4f}" if summary["num_seeds"] > 1 else "")
 
     lead = value("target_acc")
     if headline == "mean_class_acc":
-        lead = (f"{value('target_mean_class_acc')} (mean per-class accuracy: the figure "
-                f"{results['config']['dataset']} papers report) {lead}")
+        lead = f"{value('target_mean_class_acc')} (mean per-class accuracy: the figure {dataset} papers report) {lead}"
     extra = "".join(f" {k}={summary[k]:.4f}" for k in summary if k.startswith("xdomain/"))
-    accelerator.print(f"{lead}{extra} -> {output_dir}/results.json")
+    return f"{lead}{extra} -> {output_dir}/results.json"
+
+
+def not_saved_error(failed: list[str], output_dir: Path) -> UserError:
+    """The one line for the files a finished run could not write (results.json kept if it could be)."""
+    kept = ("the results are printed above" if any(f.startswith("results.json") for f in failed)
+            else f"{output_dir}/results.json holds the results")
+    return UserError(f"not saved: {', '.join(failed)}; {kept}; free disk space, then run the same command "
+                     f"with --resume auto to write them")
 
 
 def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall_start: float) -> dict:
@@ -347,6 +444,9 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
     names = list(dict.fromkeys([config.source, *config.targets]))
     on_main_first(accelerator, lambda: dataset.prepare(names))  # downloads
     classes = dataset.classes(names)
+    if len(classes) < 2:
+        raise UserError(f"--dataset {config.dataset}: {', '.join(names)} hold one class ({''.join(classes)}): there is "
+                        f"nothing to classify; give domains with two classes or more")
     # The first model is built before any image is decoded: a bad weights file or an input
     # size the backbone cannot take is reported now. Seeded first: initial weights and
     # dropout masks then repeat from run to run.
@@ -358,36 +458,56 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
         dataset, batch_config, first_model.input_spec, device=accelerator.device, rank=accelerator.process_index,
         world=accelerator.num_processes, channels_last=channels_last,
         workers=config.num_workers if accelerator.is_main_process else 1))
+    check_batch_fits(config, splits, batch_config.batch_size, accelerator.num_processes)
 
     settings = resolved_settings(config, accelerator, splits[config.targets[0]])
     accelerator.print(startup_line(config, settings))
     trackers = tracking.Trackers(accelerator, config, settings)
-    runs = []
-    for target in config.targets:  # --target cartoon,sketch: cross-domain validation
-        for seed in config.seed_list:  # --seeds 0,1,2: final runs
-            if first_model is not None:
-                model, first_model = first_model, None
-            else:
-                set_seed(seed)
-                model = build_model(config, len(classes))
-            prefix = tracking.model_prefix(target, seed, config)
-            flags = dataclasses.replace(config, target=target, seed=seed, seeds="")  # its tracker runs' config
-            log = trackers.start_model(flags, prefix)
-            one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="")
-            runs.append({"target": target, "seed": seed, **train_model(
-                one, model, accelerator, splits[target], prefix, log, channels_last, stop)})
-            trackers.end_model(flags, prefix, runs[-1], classes, output_dir / prefix / "model.safetensors")
+    pairs = [(target, seed) for target in config.targets  # --target cartoon,sketch: cross-domain validation
+             for seed in config.seed_list]  # --seeds 0,1,2: final runs
+    runs, failed = [], []
 
-    summary = tracking.summarize(runs)
-    results = {"method": config.method, "config": config.flat(), **summary,
-               **(runs[0] if len(runs) == 1 else {}), "runs": runs, **data_info,
-               "per_process_batch": batch_config.batch_size,
-               "global_batch": batch_config.batch_size * accelerator.num_processes,
-               "num_processes": accelerator.num_processes,
-               "mixed_precision": accelerator.mixed_precision, "headline": dataset.headline,
-               "wall_seconds": time.time() - wall_start}
-    if accelerator.is_main_process:
-        write_results(results, runs, summary, output_dir, accelerator, dataset.headline)
-    trackers.finish(summary, output_dir / "results.json" if accelerator.is_main_process else None, runs[-1]["steps"])
+    def results(complete: bool) -> dict:
+        """results.json: the models done so far; the summary (target_acc...) once all are."""
+        summary = tracking.summarize(runs) if complete else {}
+        return {"method": config.method, "config": config.flat(), "complete": complete, **summary,
+                **(runs[0] if len(runs) == 1 and complete else {}), "runs": runs, **data_info,
+                "per_process_batch": batch_config.batch_size,
+                "global_batch": batch_config.batch_size * accelerator.num_processes,
+                "num_processes": accelerator.num_processes, "mixed_precision": accelerator.mixed_precision,
+                "headline": dataset.headline, "wall_seconds": time.time() - wall_start}
+
+    for target, seed in pairs:
+        if first_model is not None:
+            model, first_model = first_model, None
+        else:
+            set_seed(seed)
+            model = build_model(config, len(classes))
+        prefix = tracking.model_prefix(target, seed, config)
+        flags = dataclasses.replace(config, target=target, seed=seed, seeds="")  # its tracker runs' config
+        log = trackers.start_model(flags, prefix)
+        one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="")
+        trained = train_model(one, model, accelerator, splits[target], prefix, log, channels_last, stop)
+        runs.append({"target": target, "seed": seed, **trained.record})
+        complete = len(runs) == len(pairs)
+        accelerator.print(model_line(runs[-1]))
+        if complete:
+            accelerator.print(summary_line(tracking.summarize(runs), output_dir, config.dataset, dataset.headline))
+        # The results first, then the figures and the weights: a file that does not fit (a full
+        # disk) or a kill during the t-SNE loses none of them.
+        error = write_results(results(complete), output_dir, accelerator)
+        drawn, not_saved = save_files(trained, one, accelerator)
+        if drawn:
+            runs[-1]["figures"] = drawn
+            error = write_results(results(complete), output_dir, accelerator)
+        failed += not_saved + [error] * bool(error and complete)
+        if error and not complete:
+            warn(f"cannot write {output_dir}/{error}; trying again after the next model")
+        trackers.end_model(flags, prefix, runs[-1], classes, output_dir / prefix / "model.safetensors")
+        del trained, model  # the next model is built without this one in memory
+    trackers.finish(tracking.summarize(runs), output_dir / "results.json" if accelerator.is_main_process else None,
+                    runs[-1]["steps"])
     accelerator.end_training()
-    return results
+    if failed:
+        raise not_saved_error(list(dict.fromkeys(failed)), output_dir)
+    return results(True)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from dann import plugins
 from dann.config import TrainConfig, selection_rules
 from dann.datasets import Split
-from dann.errors import UserError, note, warn
+from dann.errors import UserError, note
 from dann.methods import terms
 from dann.outputs import Snapshot, evaluated
 from dann.signals import Interrupted, StopRequested
@@ -283,8 +283,8 @@ def reverse_accuracy(run: RunContext, pseudo_labels: torch.Tensor) -> float:
     try:
         _, results = fit(budget, net, run.accelerator, reverse, log=lambda values, step: None, stop=run.stop,
                          quiet=True)
-    except Interrupted:
-        raise Unavailable("a stop signal came") from None
+    except Interrupted:  # the caller checkpoints the run it scores: a resumed run scores again
+        raise StopRequested from None
     except UserError:  # the non-finite guard
         raise Unavailable("the reverse model's loss was not finite") from None
     return results["target_acc"]
@@ -353,8 +353,8 @@ def end_of_run(config: TrainConfig, snapshot: Snapshot, steps: int, channels_las
     """Every score --select_rules asks for, of the trained model (its last evaluation's pass,
     `snapshot`): select/<name> for results.json and the trackers (`log(values, step)`), and
     `select_images` (how many images they read). Seeded, on its own random stream: the same
-    after a resume, and training's own streams are left as they were. A stop signal skips what
-    is left (the model is trained and saved regardless)."""
+    after a resume, and training's own streams are left as they were. A stop signal raises
+    StopRequested (the caller checkpoints: the resumed run scores)."""
     names = selection_rules(config)
     if not names:
         return {}
@@ -364,11 +364,7 @@ def end_of_run(config: TrainConfig, snapshot: Snapshot, steps: int, channels_las
         if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(config.seed)
-        try:
-            found = evidence(snapshot, features=bool(features_wanted(config, split)))
-        except StopRequested:
-            warn("stop signal: the selection scores are skipped")
-            return {}
+        found = evidence(snapshot, features=bool(features_wanted(config, split)))
         target_index = target_sample(split.target) if split.target is not None else torch.arange(0)
         budget = min(config.rv_steps, max(1, steps // 4))  # adds at most a quarter to the training time
         found.run = RunContext(config, accelerator, split, target_index, budget, channels_last, stop)

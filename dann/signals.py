@@ -1,12 +1,25 @@
 """Stopping a run on request: SIGTERM (Slurm, `kill`) and SIGINT (Ctrl-C) become a flag the loop
 checks (`StopOnSignal`, installed by the scripts, never by `fit`); `StopRequested` is raised when
 the flag is seen in the middle of an evaluation or a score, `Interrupted` once a checkpoint is
-saved (the scripts print it and exit 128 + signal).
+saved (the scripts print it and exit 128 + signal). And the other way round: a child process
+that must not outlive its parent (`die_with_parent`).
 """
 from __future__ import annotations
 
+import ctypes
+import os
 import signal
+import sys
 import threading
+
+
+def die_with_parent(signum: int = signal.SIGTERM, parent: int | None = None) -> None:
+    """Get `signum` when the parent process ends, however it ends (Linux; elsewhere a no-op).
+    parent: its pid, when known; if it has ended already (before this call), the signal comes now."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signum)  # 1 = PR_SET_PDEATHSIG
+        if parent is not None and os.getppid() != parent:
+            os.kill(os.getpid(), signum)
 
 
 class StopRequested(Exception):
@@ -39,6 +52,10 @@ class StopOnSignal:
         self._previous = {}
 
     def _handle(self, signum, frame):
+        if self.signum is None and os.environ.get("RANK", "0") == "0":  # said once, by the main process
+            again = "; Ctrl-C again stops at once, without one" if signum == signal.SIGINT else ""
+            # os.write: unbuffered, safe whatever the main thread was writing when the signal came
+            os.write(2, f"note: {signal.Signals(signum).name}: stopping with a checkpoint{again}\n".encode())
         self.signum = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
 

@@ -19,7 +19,7 @@ import torch
 from dann.errors import UserError
 
 from conftest import write_tiny_pacs
-from tiny_train import register
+from tiny_train import HELD, register
 
 from dann import checkpoint, plugins
 from dann.cli import main
@@ -77,6 +77,15 @@ def uninterrupted(tmp_path_factory):
     return reference
 
 
+def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 120) -> None:
+    """Wait for a known state of a run started in the background (a bound for a hung test, not a timing)."""
+    deadline = time.time() + timeout
+    while not condition():
+        assert process.poll() is None, f"the run ended before {what}"
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
 # ---------------------------------------------------------------------------- checkpoint files
 
 class FakeProgress:
@@ -115,17 +124,14 @@ def test_sigkill_then_resume_gives_the_same_metrics(data, uninterrupted):
     argv = flags(data, out, "--checkpoint_every", "1")
     process = subprocess.Popen([sys.executable, str(TINY_TRAIN), "dann", *argv],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               env={**os.environ, "TINY_STEP_SLEEP": "0.3"})
-    deadline = time.time() + 90
-    while not checkpoint.complete_checkpoints(out / "checkpoints") and time.time() < deadline:
-        assert process.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
+                               env={**os.environ, "TINY_HOLD_AT_STEP": "6"})  # after the checkpoint of step 4
+    wait_for(lambda: (out / HELD).exists(), process, "the run to hold at step 6")
     process.kill()  # SIGKILL: no handler runs
     process.wait()
     assert process.returncode == -signal.SIGKILL
     assert not (out / "results.json").exists()
     saved = checkpoint.complete_checkpoints(out / "checkpoints")
-    assert saved and int(saved[-1].name.split("_")[1]) < 4 * STEPS_PER_EPOCH
+    assert [p.name for p in saved] == ["step_00000004"]
 
     resumed = train(argv + ["--resume", "auto"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
@@ -316,16 +322,24 @@ def test_resume_refuses_another_architecture_flag(data, capsys, method, flag, fi
     assert len(error) == 1 and f"--{flag} ({first} there, {then} now)" in error[0], error
 
 
-def test_resume_refuses_a_pickle_that_runs_code(data, tmp_path, capsys):
+@pytest.mark.parametrize("manifest", [True, False])
+def test_resume_refuses_a_pickle_that_runs_code(data, tmp_path, capsys, manifest):
+    """Refused before it is unpickled: as a file changed since it was saved (its sha256), or, in a
+    checkpoint without manifest.json, by the weights-only loader."""
     out = data.parent / "run"
     assert main("dann", flags(data, out, "--checkpoint_every", "1", "--epochs", "1")) == 0
     marker = tmp_path / "pwned"
     saved = checkpoint.complete_checkpoints(out / "checkpoints")[-1]
     torch.save({"state": Exploit(str(marker))}, saved / "optimizer.bin")
+    if not manifest:
+        (saved / checkpoint.MANIFEST).unlink()
     capsys.readouterr()
     assert main("dann", flags(data, out, "--resume", str(saved), "--epochs", "2")) == 1
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith(f"error: --resume {saved}: cannot load"), error
+    expected = (f"error: --resume {saved}: checkpoint file {saved / 'optimizer.bin'} is damaged (its contents changed"
+                if manifest else f"error: --resume {saved}: cannot load the checkpoint {saved} (UnpicklingError")
+    assert len(error) == 1 and error[0].startswith(expected), error
+    assert "\x1b" not in error[0]  # torch's message makes words bold with terminal escapes
     assert not marker.exists()
 
 
@@ -335,3 +349,70 @@ class Exploit:
 
     def __reduce__(self):
         return (Path.touch, (Path(self.path),))
+
+
+@pytest.mark.slow
+def test_a_signal_during_the_end_of_run_scores_checkpoints_and_the_resumed_run_scores(data, uninterrupted):
+    """SIGTERM during reverse validation (its first step is the 17th of the process, after 16 of
+    training): the run does not end as a success without its select/* scores (a requeue wrapper
+    would see success), it saves the trained state and exits 143; resumed, it scores, as an
+    uninterrupted run does."""
+    out = data.parent / "scores_stop"
+    stopped = train(flags(data, out), {"TINY_SIGNAL_AT_STEP": "17"})
+    assert stopped.returncode == 143, stopped.stderr[-2000:]
+    last = stopped.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: SIGTERM during the end-of-run scores: checkpoint saved to ") \
+        and "--resume auto" in last, last
+    assert not (out / "results.json").exists()
+    resumed = train(flags(data, out, "--resume", "auto"))
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert metrics(out) == uninterrupted()
+
+
+def damage_file(path: Path, how: str) -> None:
+    if how == "garbage":
+        path.write_bytes(b"\x00 not what was saved")
+    elif how == "truncated":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    elif how == "other_keys":
+        path.write_text(json.dumps({"epochs_done": 2, "global_step": 8}))
+    elif how == "missing":
+        path.unlink()
+
+
+@pytest.mark.parametrize("manifest", ["manifest", "no_manifest"])  # no_manifest: a checkpoint of an older version
+@pytest.mark.parametrize("name, how, why", [
+    ("random_states_0.pkl", "garbage", "UnpicklingError"),
+    ("random_states_0.pkl", "truncated", ""),
+    ("progress.json", "garbage", "JSONDecodeError"),
+    ("progress.json", "other_keys", "other keys than a checkpoint's: missing epoch"),
+    ("config.json", "missing", ""),
+    ("config.json", "garbage", "JSONDecodeError"),
+    ("model.safetensors", "truncated", ""),
+])
+def test_a_damaged_checkpoint_file_is_refused_in_one_line(data, capsys, manifest, name, how, why):
+    """Every file of the checkpoint is checked before any is loaded: a damaged RNG state (which
+    Accelerate skips with an info log: the resume 'succeeds' and ends with other metrics), damaged
+    metadata (a traceback, or other keys: training silently restarted from step 0 on the loaded
+    weights) or weights are one line naming the file and the older checkpoint to resume from."""
+    out = data.parent / "run"
+    assert main("dann", flags(data, out, "--checkpoint_every", "1", "--epochs", "2")) == 0
+    older, newest = checkpoint.complete_checkpoints(out / "checkpoints")
+    if manifest == "no_manifest":
+        (newest / checkpoint.MANIFEST).unlink()
+    damage_file(newest / name, how)
+    capsys.readouterr()
+    resumed = main("dann", flags(data, out, "--resume", "auto", "--epochs", "3"))
+    error = capsys.readouterr().err.strip().splitlines()
+    if manifest == "no_manifest" and name == "model.safetensors":  # found by the loader, without the file's name
+        assert resumed == 1 and len(error) == 1, error
+        assert error[0].startswith(f"error: --resume auto: cannot load the checkpoint {newest} ("), error
+        assert error[0].endswith(f"resume from an older checkpoint: --resume {older}"), error
+        return
+    assert resumed == 1 and len(error) == 1, error
+    expected = "is missing" if how == "missing" else "is damaged ("
+    assert error[0].startswith(f"error: --resume auto: checkpoint file {newest / name} {expected}"), error[0]
+    assert why in error[0] if manifest == "no_manifest" else "contents changed" in error[0] or how == "missing"
+    assert error[0].endswith(f"resume from an older checkpoint: --resume {older}"), error[0]
+    assert main("dann", flags(data, out, "--resume", str(older), "--epochs", "3")) == 0  # the fix works

@@ -239,3 +239,11 @@ def test_every_file_has_torchvisions_url_and_md5():
             if domain != "mnist_m":
                 urls, md5 = digits.sources(domain, name)
                 assert urls and all(url.endswith(name) for url in urls) and len(md5) == 32
+
+
+def test_a_file_that_is_a_folder_is_named_as_such(tmp_path):
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").mkdir(parents=True)  # an archive unpacked in place
+    with pytest.raises(UserError) as e:
+        digits.load("mnist", "train", tmp_path, download=False)
+    assert one_line(e).startswith(f"MNIST train file {tmp_path / 'mnist' / 'train-images-idx3-ubyte.gz'} is a folder, "
+                                  f"not the file;")

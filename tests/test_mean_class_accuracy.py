@@ -4,6 +4,7 @@ target_mean_class_acc in results.json and the summary; where a dataset's papers 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from dann import plugins
 from dann.backbones import Backbone
 from dann.cli import main
 from dann.data import InputSpec
-from dann.run import write_results
+from dann.run import model_line, summary_line
 
 
 class AlwaysFirst(nn.Module):
@@ -55,19 +56,14 @@ def test_a_run_reports_the_mean_per_class_accuracy_with_a_known_answer(tmp_path,
     assert results["headline"] == "acc"
 
 
-def test_the_summary_line_leads_with_the_figure_the_dataset_reports(tmp_path, capsys):
-    class Printer:
-        print = staticmethod(print)
-
+def test_the_summary_line_leads_with_the_figure_the_dataset_reports():
     runs = [{"target": "validation", "seed": s, "target_acc": a, "best_target_acc": a, "source_acc": 0.9,
              "target_mean_class_acc": m, "num_target_eval": 10} for s, a, m in ((0, 0.70, 0.60), (1, 0.80, 0.64))]
     summary = {"num_seeds": 2, "target_acc": 0.75, "target_acc_std": 0.0707, "target_mean_class_acc": 0.62,
                "target_mean_class_acc_std": 0.0283}
-    results = {"config": {"dataset": "visda2017"}, **summary}
-    write_results(results, runs, summary, tmp_path, Printer(), headline="mean_class_acc")
-    last = capsys.readouterr().out.splitlines()[-1]
-    assert last.startswith("target_mean_class_acc=0.6200 +/- 0.0283 (mean per-class accuracy: the figure visda2017 "
-                           "papers report) target_acc=0.7500 +/- 0.0707 ->")
-    write_results(results, runs[:1], {**summary, "num_seeds": 1}, tmp_path, Printer(), headline="acc")
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[-1].startswith("target_acc=0.7500 ->") and "target_mean_class_acc=0.6000" in lines[0]
+    line = summary_line(summary, Path("out"), "visda2017", headline="mean_class_acc")
+    assert line == ("target_mean_class_acc=0.6200 +/- 0.0283 (mean per-class accuracy: the figure visda2017 "
+                    "papers report) target_acc=0.7500 +/- 0.0707 -> out/results.json")
+    assert summary_line({**summary, "num_seeds": 1}, Path("out"), "digits", headline="acc") == \
+        "target_acc=0.7500 -> out/results.json"
+    assert "target_mean_class_acc=0.6000" in model_line(runs[0])

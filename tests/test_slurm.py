@@ -3,8 +3,10 @@
 restart while a job is pending submitting nothing twice, the time limit's signal, a user error
 not requeued; the multi-node sbatch script; the flags' one-line errors.
 
-Slurm holds a requeued job for two minutes (its BeginTime); the tests release it two seconds
-later with `scontrol update StartTime=now`, as the wait would only pass time.
+A run is caught mid-training at a known point, never by timing: tests/tiny_train.py's barrier
+(TINY_HOLD_AT_STEP) holds it at step 6, in its second epoch, until the test releases it or a stop
+signal reaches it. Slurm holds a requeued job for two minutes (its BeginTime); the tests release
+it two seconds later with `scontrol update StartTime=now`, as the wait would only pass time.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import yaml
 import slurm_cluster
 import sweep
 from conftest import ROOT, write_tiny_pacs
+from tiny_train import HELD, RELEASE
 from train_helpers import TINY_TRAIN, clean_env
 
 from dann.errors import UserError
@@ -37,7 +40,7 @@ runpy.run_path({str(TINY_TRAIN)!r}, run_name="__main__")
 # progress must both come back on resume.
 FLAGS = ["--cpu", "--backbone=tiny", "--pretrained=none", "--batch_size=2", "--epochs=4", "--augment",
          "--lr_schedule=dann", "--data_path=tensor", "--num_workers=0", "--no-tsne"]
-STEP_SLEEP = "0.5"  # seconds per step: long enough to signal a job in its second epoch
+HOLD_AT_STEP = "6"  # every run of the grid holds there (second epoch) until released or signalled
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +89,7 @@ class Driver:
                    "--launcher", "slurm", "--slurm_cpus_per_job", "1", "--slurm_gpus_per_job", "0",
                    "--slurm_poll", "0.5", "--slurm_sbatch", "comment=dann-test", "--", *FLAGS,
                    f"--cache_dir={folder / 'cache'}", *extra]
-        env = clean_env(folder, **slurm.env, OMP_NUM_THREADS="1", TINY_STEP_SLEEP=STEP_SLEEP)
+        env = clean_env(folder, **slurm.env, OMP_NUM_THREADS="1", TINY_HOLD_AT_STEP=HOLD_AT_STEP)
         self.process = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.PIPE,
                                         stderr=subprocess.STDOUT, text=True)
         self.lines: list[str] = []
@@ -99,7 +102,8 @@ class Driver:
         return "".join(self.lines)
 
 
-def wait_for(condition, what: str, timeout: float = 90) -> None:
+def wait_for(condition, what: str, timeout: float = 300) -> None:
+    """Wait for a known state (a bound for a hung test, not a timing)."""
     deadline = time.time() + timeout
     while not condition():
         assert time.time() < deadline, f"timed out waiting for {what}"
@@ -138,9 +142,14 @@ def job_id(run_dir: Path) -> str:
     return json.loads((run_dir / "slurm.json").read_text())["job_id"]
 
 
-def in_second_epoch(run_dir: Path) -> bool:
-    log = run_dir / "log.txt"
-    return log.is_file() and "epoch 1/4 step 4:" in log.read_text(errors="replace")
+def held(run_dir: Path) -> bool:
+    """Whether the run waits at tiny_train's barrier (step 6, its second epoch)."""
+    return (run_dir / HELD).is_file()
+
+
+def let_go(run_dir: Path) -> None:
+    """Release a run held at the barrier."""
+    (run_dir / RELEASE).touch()
 
 
 # ---------------------------------------------------------------------------- against a real Slurm
@@ -150,9 +159,10 @@ def test_grid_on_slurm_requeued_mid_run_restarted_while_pending_resumes_exactly(
     data = write_tiny_pacs(tmp_path / "PACS", per_class=4)
     tiny_sweep(tmp_path, {"lr": {"values": [0.05, 0.01]}})
     first = Driver(tmp_path, slurm, [f"--data_root={data}"])
-    wait_for(lambda: len(runs(tmp_path)) == 2 and in_second_epoch(runs(tmp_path)[(("lr", 0.05),)]),
-             "the first run's second epoch")
+    wait_for(lambda: len(runs(tmp_path)) == 2 and held(runs(tmp_path)[(("lr", 0.05),)]),
+             "the first run to hold in its second epoch")
     run, other = runs(tmp_path)[(("lr", 0.05),)], runs(tmp_path)[(("lr", 0.01),)]
+    let_go(other)
     ids = {run: job_id(run), other: job_id(other)}
     assert ids[run].split("_")[0] == ids[other].split("_")[0], "one job array for the grid"
 
@@ -160,7 +170,7 @@ def test_grid_on_slurm_requeued_mid_run_restarted_while_pending_resumes_exactly(
     wait_for(lambda: state(slurm, ids[run]) == "PENDING", "the requeued job to be pending")
     first.process.send_signal(signal.SIGTERM)  # the driver stops waiting; the jobs go on
     output = first.end()
-    assert first.process.returncode == 130 and output.strip().splitlines()[-1].startswith(
+    assert first.process.returncode == 143 and output.strip().splitlines()[-1].startswith(
         "stopped: the Slurm jobs go on"), output
 
     second = Driver(tmp_path, slurm, [f"--data_root={data}"])  # restarted while a job is pending
@@ -175,7 +185,7 @@ def test_grid_on_slurm_requeued_mid_run_restarted_while_pending_resumes_exactly(
     assert "#SBATCH --comment=dann-test" in submissions[0].read_text()  # --slurm_sbatch reaches sbatch
 
     log = (run / "log.txt").read_text(errors="replace")
-    assert log.count("--- Slurm job") == 2 and "stopped: SIGTERM at step" in log and "resumed from" in log, log
+    assert log.count("--- Slurm job") == 2 and "stopped: SIGTERM at step 6" in log and "resumed from" in log, log
     assert metrics(run) == uninterrupted
     table = (tmp_path / "out" / "table.md").read_text()
     assert table.count("| finished |") == 2
@@ -192,16 +202,18 @@ def test_the_time_limit_signal_requeues_and_resumes_and_a_user_error_is_not_requ
     tiny_sweep(tmp_path, {"lr": {"value": 0.05}, "data_root": {"values": [str(data), str(missing)]}})
     driver = Driver(tmp_path, slurm, [])
     good_key, bad_key = (("data_root", str(data)), ("lr", 0.05)), (("data_root", str(missing)), ("lr", 0.05))
-    wait_for(lambda: len(runs(tmp_path)) == 2 and in_second_epoch(runs(tmp_path)[good_key]), "the second epoch")
+    wait_for(lambda: len(runs(tmp_path)) == 2 and held(runs(tmp_path)[good_key]), "the run to hold in its second epoch")
     good, bad = runs(tmp_path)[good_key], runs(tmp_path)[bad_key]
     # Before the time limit Slurm sends the job USR2 (submitit's --signal=USR2@120).
     slurm_run(slurm, "scancel", "--signal=USR2", job_id(good))
     release(slurm, job_id(good))
     output = driver.end()
-    assert driver.process.returncode == 0 and "1 of 2 runs finished, 1 failed" in output, output
+    assert driver.process.returncode == 1 and "1 of 2 runs finished, 1 failed" in output, output
+    assert output.strip().splitlines()[-1].startswith(f"error: 1 of 2 runs failed: {bad.name} (error: --data_root "
+                                                      f"{missing}: no such folder"), output
 
     log = (good / "log.txt").read_text(errors="replace")
-    assert log.count("--- Slurm job") == 2 and "resumed from" in log, log
+    assert log.count("--- Slurm job") == 2 and "stopped: SIGTERM at step 6" in log and "resumed from" in log, log
     assert json.loads((good / "status.json").read_text())["status"] == "finished"
     assert metrics(good) == uninterrupted
 
@@ -236,7 +248,8 @@ def test_the_tiny_homework_on_slurm(slurm, tmp_path):
     """`sweep.py homework --scale tiny`: the grids as one job array, then the finals as another.
     LeNet for AlexNet: two jobs at once on the 2 CPUs, where two AlexNet trainings would hold
     4 GB (the local homework test trains LeNet too, two runs at a time)."""
-    data = write_tiny_pacs(tmp_path / "PACS", domains=("photo", "art_painting", "cartoon", "sketch"))
+    # 10 images a domain: the tiny scale's batch of 8 fits in the 9 the source trains on (--source_val holds one out)
+    data = write_tiny_pacs(tmp_path / "PACS", domains=("photo", "art_painting", "cartoon", "sketch"), per_class=5)
     command = [sys.executable, str(ROOT / "sweep.py"), "homework", "--out", "hw", "--scale", "tiny", "--final_seeds",
                "0", "--wandb", "off", "--launcher", "slurm", "--slurm_cpus_per_job", "1", "--slurm_gpus_per_job", "0",
                "--slurm_poll", "0.5", "--", f"--data_root={data}", "--backbone=lenet", f"--cache_dir={tmp_path / 'cache'}"]
@@ -334,7 +347,7 @@ def test_slurm_times_in_sbatch_formats():
 def test_a_job_with_several_gpus_launches_a_process_per_gpu():
     from dann.experiments.slurm import with_processes
 
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "train_dann.py", "--lr=0.01"]
+    launch = [sys.executable, "-m", "dann.experiments.launch", "--quiet", "train_dann.py", "--lr=0.01"]
     assert with_processes(launch, 1) == launch
     assert with_processes(launch, 4) == [*launch[:3], "--multi_gpu", "--num_processes=4", *launch[3:]]
     with pytest.raises(UserError, match="^--slurm_gpus_per_job 4: one process per GPU needs the sweep's accelerate"):

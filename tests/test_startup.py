@@ -32,7 +32,8 @@ def test_accelerate_launch_cpu_with_two_processes_warns_and_multi_gpu_runs_two(t
     """`accelerate launch --cpu --num_processes 2` starts one process: the run says so in one line.
     The form the README gives, `accelerate launch --multi_gpu --num_processes 2 train_dann.py --cpu`,
     starts two, and the start-up line says two."""
-    flags = [*QUICK, "--data_root", str(tiny_pacs), "--cache_dir", str(tmp_path / "cache")]
+    # batch 2: two processes take 4 images a step, within the tiny domains' 5 training images
+    flags = [*QUICK, "--batch_size", "2", "--data_root", str(tiny_pacs), "--cache_dir", str(tmp_path / "cache")]
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--num_machines", "1",
               "--mixed_precision", "no", "--dynamo_backend", "no"]
     one = subprocess.run([*launch, "--cpu", "--num_processes", "2", str(TINY_TRAIN), "dann", *flags,
@@ -43,7 +44,7 @@ def test_accelerate_launch_cpu_with_two_processes_warns_and_multi_gpu_runs_two(t
     assert len(warnings) == 1 and warnings[0].startswith("warning: `accelerate launch` was asked for 2 processes "
                                                          "but started 1"), one.stderr[-3000:]
     assert "accelerate launch --multi_gpu --num_processes 2 train_dann.py --cpu" in warnings[0]
-    assert f"start: 1 process on cpu, fp32, global batch 4 (4 per process), 2 steps per epoch, 1 step " \
+    assert f"start: 1 process on cpu, fp32, global batch 2 (2 per process), 3 steps per epoch, 1 step " \
            f"(--max_steps 1) -> {tmp_path / 'one'}" in one.stdout
 
     two = subprocess.run([*launch, "--multi_gpu", "--num_processes", "2", str(TINY_TRAIN), "dann", *flags,
@@ -51,4 +52,4 @@ def test_accelerate_launch_cpu_with_two_processes_warns_and_multi_gpu_runs_two(t
                          env=clean_env(tmp_path), timeout=300)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "asked for" not in two.stderr
-    assert "start: 2 processes on cpu, fp32, global batch 8 (4 per process)" in two.stdout
+    assert "start: 2 processes on cpu, fp32, global batch 4 (2 per process)" in two.stdout

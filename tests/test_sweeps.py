@@ -147,7 +147,8 @@ from pathlib import Path
 args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
 Path(args["output_dir"]).mkdir(parents=True, exist_ok=True)
 Path(args["output_dir"], "pid.txt").write_text(str(os.getpid()))
-time.sleep(float(args.get("sleep", 0)))
+while args["lr"] == os.environ.get("FAKE_HOLD_LR") and not Path(args["output_dir"], "release").exists():
+    time.sleep(0.05)  # a barrier: held until released (or killed with the runner)
 if args["lr"] == "0.666":
     sys.exit("boom: lr 0.666 diverged")
 Path(args["output_dir"]).mkdir(parents=True, exist_ok=True)
@@ -155,12 +156,13 @@ Path(args["output_dir"], "results.json").write_text(json.dumps({"target_acc": fl
 '''
 
 
-def fake_sweep(tmp_path: Path, lrs, sleep: float = 0.0) -> Path:
-    """A sweep over a stand-in train_baseline.py in tmp_path, which 'scores' target_acc = lr."""
+def fake_sweep(tmp_path: Path, lrs) -> Path:
+    """A sweep over a stand-in train_baseline.py in tmp_path, which 'scores' target_acc = lr; the
+    run whose lr is $FAKE_HOLD_LR holds after writing pid.txt until <its folder>/release exists."""
     (tmp_path / "train_baseline.py").write_text(FAKE_PROGRAM)
     config = {"program": "train_baseline.py", "method": "grid", "metric": {"name": "target_acc", "goal": "maximize"},
               "parameters": {"target": {"value": "art_painting"}, "seed": {"value": 0},
-                             "lr": {"values": lrs}, "sleep": {"value": sleep}},
+                             "lr": {"values": lrs}},
               "command": ["accelerate", "launch", "--quiet", "--config_file", str(ROOT / "accelerate_config.yaml"),
                           "${program}", "${args}"]}
     path = tmp_path / "fake.yaml"
@@ -185,10 +187,11 @@ def alive(pid: int) -> bool:
 def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
     """Killed by its PID alone (SIGKILL: no handler runs), the runner takes its running
     training with it; started again, it runs only what is left."""
-    path = fake_sweep(tmp_path, [0.1, 0.666, 0.3, 0.2], sleep=0.6)
+    path = fake_sweep(tmp_path, [0.1, 0.666, 0.3, 0.2])
     command = [sys.executable, str(ROOT / "sweep.py"), "run", str(path), "--out", "out",
                "--command_style", "python", "--wandb", "off"]
-    runner = subprocess.Popen(command, cwd=tmp_path, env=clean_env(tmp_path), start_new_session=True,
+    runner = subprocess.Popen(command, cwd=tmp_path, env=clean_env(tmp_path, FAKE_HOLD_LR="0.666"),
+                              start_new_session=True,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     keys = [job.run_dir.name for job in grids.sweep_jobs(grids.load_sweep(path), tmp_path / "out",
                                                              ["--report_to=none"], "python")]
@@ -200,7 +203,7 @@ def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
     runner.kill()  # the runner only, by its PID
     runner.wait()
     child = int((second / "pid.txt").read_text())
-    deadline = time.time() + 10
+    deadline = time.time() + 60  # a bound for a broken runner, not a timing: the run dies with it
     while alive(child) and time.time() < deadline:
         time.sleep(0.05)
     assert not alive(child), "the run outlived the runner that started it"
@@ -209,7 +212,10 @@ def test_runner_killed_and_restarted_runs_only_what_is_left(tmp_path):
     assert len(done) == 1, "killed before the end"
 
     proc = sweep_cli("run", str(path), "--out", "out", "--command_style", "python", "--wandb", "off", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 1, proc.stderr  # a run failed: not a success
+    assert proc.stderr.strip().splitlines() == [f"error: 1 of 4 runs failed: {second.name} (boom: lr 0.666 "
+                                                f"diverged); fix them and run the same command again (finished "
+                                                f"runs are skipped)"]
     assert proc.stdout.count("skip ") == 1 and (first / "results.json").stat().st_mtime_ns == finished_at
     assert "3 of 4 runs finished, 1 failed, 0 left" in proc.stdout
     config, rows = grids.collect_local(tmp_path / "out")
@@ -243,7 +249,7 @@ def test_the_sweep_launcher_needs_no_path_and_a_missing_one_makes_no_folder(tmp_
     env = clean_env(tmp_path, PATH="/nonexistent")  # no accelerate, no python on PATH
     proc = sweep_cli("run", str(path), "--out", "out", "--wandb", "off", cwd=tmp_path, env=env)
     assert proc.returncode == 0 and "1 of 1 runs finished" in proc.stdout, proc.stdout + proc.stderr
-    assert "-m accelerate.commands.launch --quiet" in proc.stdout
+    assert "-m dann.experiments.launch --quiet" in proc.stdout
 
     config = yaml.safe_load(path.read_text())
     config["command"][0] = "no-such-launcher"

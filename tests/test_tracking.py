@@ -8,7 +8,7 @@ import json
 
 import pytest
 from conftest import write_tiny_pacs
-from train_helpers import clean_env, inspect_wandb, tensorboard_run, train, wandb_run
+from train_helpers import clean_env, tensorboard_run, train, wandb_run
 
 from dann.tracking import summarize
 

@@ -103,6 +103,9 @@ def _find_or_download(domain: str, split: str, folder: Path, name: str, download
     for candidate in [name] + ([name.removesuffix(".gz")] if name.endswith(".gz") else []):
         if (folder / candidate).is_file():
             return folder / candidate
+        if (folder / candidate).is_dir():
+            raise UserError(f"{TITLES[domain]} {split} file {folder / candidate} is a folder, not the file; move the "
+                            f"file itself there (or remove the folder to download it)")
     target = folder / name
     wanted = " and ".join(f"{domain}/{n}" for n in FILES[domain, split])
     if not download:

@@ -7,21 +7,26 @@ Every image is decoded the same way,
 whichever data path trains on it (`decode_image`): RGB, shorter side resized to 256,
 centre 256x256 crop, uint8 CHW; small images (digits) at their own size instead, or at the
 backbone's input size if it cannot take them (`Folder.choose_image_size`). Decoded domains are cached as .npy files keyed by a
-fingerprint of the image files, so a changed dataset is decoded again. An unreadable
-file stops the run with its name, or with --skip_bad_images is reported and left out; the
-list of bad files is cached beside the images (`<domain>-<fingerprint>.bad.json`).
+fingerprint of the image files, so a changed dataset is decoded again (in memory, with a
+warning, where the cache cannot be written: a full disk). An unreadable file stops the run
+with its name, or with --skip_bad_images is reported and left out; the list of bad files is
+cached beside the images (`<domain>-<fingerprint>.bad.json`). Decode workers die with their run.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
 import json
+import multiprocessing
 import os
 import signal
-import tempfile
+import socket
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,12 +39,14 @@ from torch.utils.data import Dataset as TorchDataset
 
 from dann.data import TensorDomain, epoch_batches, aug_key
 from dann.datasets import Dataset, domain_stats
-from dann.errors import UserError, note, warn
+from dann.errors import UserError, note, os_reason, warn
+from dann.signals import die_with_parent
 
 BASE_SIZE = 256  # decoded images are BASE_SIZE x BASE_SIZE; models see 224 crops of them
 SMALL = 64  # images whose shorter side is below this are decoded at their own size, not BASE_SIZE
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
 CACHE_VERSION = 2  # bump when decode_image changes, so old caches are not reused
+HOST = socket.gethostname()  # in temporary names: a cache folder may be shared by several machines
 
 
 @dataclass
@@ -136,7 +143,8 @@ def decode_image(path: str | Path, size: int = BASE_SIZE) -> np.ndarray:
     try:
         if os.path.getsize(path) == 0:
             raise BadImage(path, "the file is empty (0 bytes)")
-        with Image.open(path) as image:
+        with warnings.catch_warnings(record=True) as caught, Image.open(path) as image:
+            warnings.simplefilter("always")  # PIL's DecompressionBombWarning, said with the file's name
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 image = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
             image = image.convert("RGB")
@@ -148,6 +156,8 @@ def decode_image(path: str | Path, size: int = BASE_SIZE) -> np.ndarray:
             left, top = (new_w - size) // 2, (new_h - size) // 2
             image = image.crop((left, top, left + size, top + size))
             array = np.asarray(image, dtype=np.uint8)
+        for caught_warning in caught:
+            warn(f"{path}: {caught_warning.message}")
     except BadImage:
         raise
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... for broken files
@@ -174,20 +184,69 @@ def _decode_chunk(npy_file: str | None, start: int, paths: list[Path], size: int
     return bad
 
 
-def _decode_all(files: DomainFiles, npy_file: str | None, workers: int) -> list[tuple[int, str]]:
-    """Decode every file of the domain in `workers` processes; the bad ones as (index, reason)."""
-    # About 4 chunks per worker: even load at the end, little per-task overhead.
+def _decode_rows(start: int, paths: list[Path], size: int) -> tuple[list[tuple[int, str]], np.ndarray]:
+    """Decode `paths` in memory: the unreadable ones as [(index, reason)] and the images (zeros for those)."""
+    images = np.zeros((len(paths), 3, size, size), np.uint8)
+    bad = []
+    for row, path in enumerate(paths):
+        try:
+            images[row] = decode_image(path, size)
+        except BadImage as e:
+            bad.append((start + row, e.reason))
+    return bad, images
+
+
+def _chunks(files: DomainFiles, workers: int) -> list[tuple[int, list[Path]]]:
+    """(start, paths) of about 4 chunks per worker: even load at the end, little per-task overhead."""
     size = max(1, -(-len(files.paths) // (max(workers, 1) * 4)))
-    chunks = [(npy_file, i, files.paths[i: i + size], files.size) for i in range(0, len(files.paths), size)]
+    return [(i, files.paths[i: i + size]) for i in range(0, len(files.paths), size)]
+
+
+def _in_workers(fn, calls: list[tuple], workers: int, name: str) -> list:
+    """[fn(*args) for args in calls], in `workers` processes (1: in this one). A worker killed by
+    the system (out of memory) is one UserError, not a BrokenProcessPool traceback."""
     if workers <= 1:
-        return [b for chunk in chunks for b in _decode_chunk(*chunk)]
-    with ProcessPoolExecutor(min(workers, len(chunks))) as pool:
-        futures = [pool.submit(_decode_chunk, *chunk) for chunk in chunks]
-        return [b for future in futures for b in future.result()]
+        return [fn(*args) for args in calls]
+    pool = ProcessPoolExecutor(min(workers, len(calls)), initializer=_worker_started, initargs=(os.getpid(),))
+    try:
+        return [future.result() for future in [pool.submit(fn, *args) for args in calls]]
+    except BrokenProcessPool:
+        raise UserError(f"decoding {name}: a decode worker was killed by the system (out of memory?); pass "
+                        f"fewer --num_workers (0: decode in this process)") from None
+    except KeyboardInterrupt:  # a second Ctrl-C stops at once, not after the chunks in flight
+        for worker in multiprocessing.active_children():
+            worker.kill()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
-def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
-    """`files` without the bad ones (named in one warning) if `skip`; else a UserError naming all."""
+def _decode_all(files: DomainFiles, npy_file: str | None, workers: int) -> list[tuple[int, str]]:
+    """Decode every file of the domain in `workers` processes into the .npy file (None: only to find the
+    unreadable ones); the bad ones as (index, reason)."""
+    calls = [(npy_file, start, paths, files.size) for start, paths in _chunks(files, workers)]
+    return [b for bad in _in_workers(_decode_chunk, calls, workers, files.name) for b in bad]
+
+
+def _decode_in_memory(files: DomainFiles, workers: int) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Every image of the domain in memory (no cache file: the pixels travel back from the workers)."""
+    calls = [(start, paths, files.size) for start, paths in _chunks(files, workers)]
+    parts = _in_workers(_decode_rows, calls, workers, files.name)
+    images = np.concatenate([images for _, images in parts]) if parts else \
+        np.zeros((0, 3, files.size, files.size), np.uint8)
+    return images, [b for bad, _ in parts for b in bad]
+
+
+def _worker_started(parent: int) -> None:
+    """A decode worker ends with the run that started it, however the run ends (a kill -9 would
+    leave it blocked on its pipe, holding its memory); SIGTERM ends it, Ctrl-C is its parent's."""
+    die_with_parent(signal.SIGKILL, parent)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the run's StopOnSignal, inherited by fork
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def drop_bad(files: DomainFiles, bad: list, skip: bool, say: bool = True) -> DomainFiles:
+    """`files` without the bad ones (named in one warning, if `say`) if `skip`; else a UserError naming all."""
     if not bad:
         return files
     if not skip:
@@ -196,8 +255,9 @@ def drop_bad(files: DomainFiles, bad: list, skip: bool) -> DomainFiles:
         listing = "; ".join(f"{files.paths[i]}: {reason}" for i, reason in bad)
         raise UserError(f"cannot read {len(bad)} images of {files.name}: {listing}; fix or delete "
                         f"them, or pass --skip_bad_images to train without them")
-    warn(f"--skip_bad_images: leaving out {len(bad)} unreadable image(s) of {files.name}: "
-         + "; ".join(f"{files.paths[i]}: {reason}" for i, reason in bad))
+    if say:
+        warn(f"--skip_bad_images: leaving out {len(bad)} unreadable image(s) of {files.name}: "
+             + "; ".join(f"{files.paths[i]}: {reason}" for i, reason in bad))
     dropped = {i for i, _ in bad}
     keep = [i for i in range(len(files.paths)) if i not in dropped]
     return dataclasses.replace(files, paths=[files.paths[i] for i in keep], labels=[files.labels[i] for i in keep],
@@ -228,10 +288,38 @@ def cache_path(files: DomainFiles, cache_dir: str | Path | None) -> Path:
     return cache_dir / f"{name}-{folder}-{fingerprint(files)}.npy"
 
 
+def _partial(path: Path) -> Path:
+    """The temporary name this process writes `path` under (never matches *.npy): it names the machine
+    and the process, so that a later run can tell whether its writer still lives."""
+    return path.with_name(f".{path.name}.{HOST}-{os.getpid()}.partial")
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Temporary files that processes of this machine left when they were killed (a decode cut short
+    by kill -9 leaves its whole size: 330 MB for a PACS domain)."""
+    for tmp in folder.glob(f".*.{HOST}-*.partial"):
+        pid = tmp.name.removesuffix(".partial").rsplit("-", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        pass
+    return True
+
+
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    tmp.write_text(text)
-    tmp.replace(path)
+    tmp = _partial(path)
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _remove_stale(cache_file: Path) -> None:
@@ -242,7 +330,7 @@ def _remove_stale(cache_file: Path) -> None:
 
 
 def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
-                  skip_bad: bool = False) -> tuple[np.ndarray, DomainFiles]:
+                  skip_bad: bool = False, say: bool = True) -> tuple[np.ndarray, DomainFiles]:
     """The readable images of a domain as one uint8 array (N, 3, S, S), from the cache if
     current, and the files they came from (`files` less the bad ones, see drop_bad).
 
@@ -259,33 +347,48 @@ def decode_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int
     if cache_file.exists() and bad_file.exists():
         images = np.load(cache_file, mmap_mode="c")
         if images.shape == shape:
-            return _without_bad(images, files, json.loads(bad_file.read_text()), skip_bad)
-    tmp = cache_file.with_name(f".{cache_file.stem}.{os.getpid()}.partial")  # never matches *.npy
+            return _without_bad(images, files, json.loads(bad_file.read_text()), skip_bad, say)
+    tmp = _partial(cache_file)
+    start = time.time()
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)  # header, sparse rows
+        _remove_orphans(cache_file.parent)
+        create_reserved(tmp, shape)
     except OSError as e:
-        warn(f"could not write the decode cache in {cache_file.parent} ({e}); "
-                      f"the next run decodes again (set --cache_dir to a writable folder)")
-        with tempfile.TemporaryDirectory() as scratch:
-            images, kept = decode_domain(files, scratch, workers, skip_bad)
-            return np.array(images), kept  # in memory; the scratch folder goes
+        with contextlib.suppress(OSError):  # a path under a file: ENOTDIR
+            tmp.unlink(missing_ok=True)
+        warn(f"cannot write the decode cache in {cache_file.parent} ({os_reason(e)}); decoding {files.name} in "
+             f"memory this time; free space there or set --cache_dir to a writable folder")
+        images, bad = _decode_in_memory(files, workers)
+        note(f"decoded {files.name} in {time.time() - start:.1f} s")
+        return _without_bad(images, files, bad, skip_bad, say)
     try:
-        start = time.time()
         note(f"decoding {files.name}: {len(files.paths)} images into {cache_file.parent} (once; later runs "
              f"read the cache)")
         bad = _decode_all(files, str(tmp), workers)
         note(f"decoded {files.name} in {time.time() - start:.1f} s")
         tmp.replace(cache_file)  # atomic
-        _write_atomic(bad_file, json.dumps(bad))  # a cache counts once its bad list exists
+        try:
+            _write_atomic(bad_file, json.dumps(bad))  # a cache counts once its bad list exists
+        except OSError as e:
+            warn(f"cannot write {bad_file} ({os_reason(e)}); the next run decodes {files.name} again")
     finally:
         tmp.unlink(missing_ok=True)
     _remove_stale(cache_file)
-    return _without_bad(np.load(cache_file, mmap_mode="c"), files, bad, skip_bad)
+    return _without_bad(np.load(cache_file, mmap_mode="c"), files, bad, skip_bad, say)
 
 
-def _without_bad(images: np.ndarray, files: DomainFiles, bad: list, skip: bool):
-    kept = drop_bad(files, [tuple(b) for b in bad], skip)
+def create_reserved(path: Path, shape: tuple[int, ...]) -> None:
+    """An .npy file of uint8 `shape` whose every block is allocated now. numpy leaves the rows sparse:
+    on a full disk the failure would come later, as SIGBUS in the worker writing a row through the
+    memory map (a process killed, no message); reserved, it is ENOSPC here."""
+    np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=shape)  # the header, sparse rows
+    with open(path, "r+b") as f:
+        os.posix_fallocate(f.fileno(), 0, os.fstat(f.fileno()).st_size)
+
+
+def _without_bad(images: np.ndarray, files: DomainFiles, bad: list, skip: bool, say: bool = True):
+    kept = drop_bad(files, [tuple(b) for b in bad], skip, say)
     if bad:  # rows of unreadable files hold zeros: leave them out
         dropped = {i for i, _ in bad}
         images = images[[i for i in range(len(images)) if i not in dropped]]
@@ -293,7 +396,7 @@ def _without_bad(images: np.ndarray, files: DomainFiles, bad: list, skip: bool):
 
 
 def check_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
-                 skip_bad: bool = False) -> DomainFiles:
+                 skip_bad: bool = False, say: bool = True) -> DomainFiles:
     """The DataLoader path's validation pass: decode every file once before training (the
     list of bad files is cached), so that a bad file stops the run now rather than mid-epoch."""
     bad_file = cache_path(files, cache_dir).with_suffix(".bad.json")
@@ -306,7 +409,7 @@ def check_domain(files: DomainFiles, cache_dir: str | Path | None, workers: int,
             _write_atomic(bad_file, json.dumps(bad))
         except OSError:
             pass  # only the validation is lost: the next run checks the files again
-    return drop_bad(files, [tuple(b) for b in bad], skip_bad)
+    return drop_bad(files, [tuple(b) for b in bad], skip_bad, say)
 
 
 def labels_tensor(files: DomainFiles) -> torch.Tensor:
@@ -396,6 +499,13 @@ class Folder(Dataset):
     def __init__(self, config):
         super().__init__(config)
         self._listings: dict[str, DomainFiles] = {}
+        self._skips_said: set[tuple[str, str]] = set()  # (domain, split): its unreadable files were named
+
+    def _say_skips(self, domain: str, split: str) -> bool:
+        """Whether to name the unreadable files of a list now: once a run (it is validated, then decoded)."""
+        said = (domain, split) in self._skips_said
+        self._skips_said.add((domain, split))
+        return not said
 
     def check_root(self) -> None:
         if not self.root.is_dir():
@@ -438,7 +548,8 @@ class Folder(Dataset):
 
     def images(self, domain: str, split: str, workers: int):
         files = dataclasses.replace(self.listing(domain, split), size=self.image_size)
-        images, kept = decode_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
+        images, kept = decode_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images,
+                                     self._say_skips(domain, split))
         return torch.from_numpy(images), labels_tensor(kept), kept.skipped  # the memory map itself
 
     def loader_domain(self, files: DomainFiles, **kwargs) -> LoaderDomain:
@@ -452,7 +563,8 @@ class Folder(Dataset):
 
     def files(self, domain: str, workers: int, split: str = "train") -> DomainFiles:
         files = dataclasses.replace(self.listing(domain, split), size=self.image_size)
-        return check_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images)
+        return check_domain(files, self.config.cache_dir, workers, self.config.skip_bad_images,
+                            self._say_skips(domain, split))
 
 
 def sample_paths(paths: list[Path]) -> list[Path]:

@@ -38,7 +38,7 @@ from PIL import Image
 
 from dann.datasets import Dataset
 from dann.datasets.synthetic_digits import render
-from dann.errors import UserError
+from dann.errors import UserError, os_reason, warn
 
 TABLE = ("mnist", "mnist_m", "uci", "syn")
 TUNING = tuple(f"{domain}_tune" for domain in TABLE)
@@ -199,13 +199,22 @@ def make_domains(seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def load(cache_dir: str | Path) -> dict[str, np.ndarray]:
-    """The domains from <cache_dir>/digits_shipped-v<VERSION>.npz, built there on first use."""
+    """The domains from <cache_dir>/digits_shipped-v<VERSION>.npz, built there on first use (in
+    memory, with a warning, where the cache cannot be written: a full disk, a read-only home)."""
     path = Path(cache_dir) / f"digits_shipped-v{VERSION}.npz"
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        domains = make_domains()
         tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial.npz")
-        np.savez(tmp, **make_domains())
-        os.replace(tmp, path)  # atomic: a concurrent run reads a whole file or builds its own
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(tmp, **domains)
+            os.replace(tmp, path)  # atomic: a concurrent run reads a whole file or builds its own
+        except OSError as e:
+            warn(f"cannot write the digits_shipped cache in {path.parent} ({os_reason(e)}); built in memory "
+                 f"this time; free space there or set --cache_dir to a writable folder")
+            return domains
+        finally:
+            tmp.unlink(missing_ok=True)
     with np.load(path) as npz:
         return dict(npz)
 

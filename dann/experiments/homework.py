@@ -18,7 +18,8 @@ from pathlib import Path
 
 from dann.experiments import homework_report
 from dann.experiments.choosing import criterion, rescored
-from dann.experiments.local import Job
+from dann.errors import UserError
+from dann.experiments.local import Job, failures
 from dann.experiments.grids import best_run, collect_local, final_command, load_sweep, sweep_jobs, write_table
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: sweeps/, train_dann.py
@@ -97,4 +98,7 @@ def run_homework(out: str | Path, *, runner, final_seeds: str, scale: str = "ful
     if wandb_mode != "off":
         homework_report.log_wandb_table(table, "dann-pacs", name="homework-report", mode=wandb_mode)
     print(homework_report.to_markdown(table) + f"\n-> {out / 'report.md'}, {out / 'report.csv'}", flush=True)
+    failed = failures(jobs + finals)
+    if failed:
+        raise UserError(f"{failed}; fix them and run the same command again (finished runs are skipped)")
     return table

@@ -5,8 +5,9 @@ signal, so that killing the runner (SIGTERM, SIGINT, even SIGKILL) stops every r
 started; a SIGTERM reaches the training script, which checkpoints (runs are started with
 --resume auto, so the next runner continues them). A job's folder holds command.txt,
 log.txt, status.json and the program's results.json; a job is done when results.json holds
-its metric. Launchers start through this interpreter (`python -m accelerate.commands.launch`),
-never through PATH. A run's start and record (prepare, record) are shared with dann/experiments/slurm.py.
+its metric. Launchers start through this interpreter (`python -m dann.experiments.launch` for
+`accelerate launch`), never through PATH. A run's start and record (prepare, record) are shared
+with dann/experiments/slurm.py.
 """
 from __future__ import annotations
 
@@ -22,13 +23,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dann.cli import die_with_parent
-from dann.errors import UserError
+from dann.errors import UserError, strip_escapes
+from dann.signals import die_with_parent
 
 # Launchers a command may start with, and how this interpreter runs them.
-LAUNCHERS = {"accelerate": (["-m", "accelerate.commands.launch"], "accelerate", 2),  # drops "launch"
+# `accelerate launch` through dann/experiments/launch.py: it leaves SIGTERM to the training.
+LAUNCHERS = {"accelerate": (["-m", "dann.experiments.launch"], "accelerate", 2),  # drops "launch"
              "torchrun": (["-m", "torch.distributed.run"], "torch", 1),
              "python": ([], None, 1), "python3": ([], None, 1)}
+
+
+class Stopped(KeyboardInterrupt):
+    """The runner was stopped by a signal (its runs checkpointed); `exit_code` is 128 + the signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
 
 
 @dataclass(eq=False)  # one object per run: it keys the runners' tables
@@ -96,12 +106,37 @@ def read_metric(run_dir: Path, metric: str) -> float | None:
 
 
 def tail(path: Path, lines: int = 20) -> str:
-    """The last non-empty lines of a log (progress bars' carriage returns as line breaks)."""
+    """The last non-empty lines of a log (progress bars' carriage returns as line breaks, terminal
+    escapes removed)."""
     try:
-        text = path.read_text(errors="replace").replace("\r", "\n")
+        text = strip_escapes(path.read_text(errors="replace").replace("\r", "\n"))
     except OSError:
         return ""
     return "\n".join([line for line in text.splitlines() if line.strip()][-lines:])
+
+
+def error_line(error: str) -> str:
+    """The line of a failed run's log tail that says why: its last `error:` or `stopped:` line (a
+    warning or a progress bar may come after it), else its last line."""
+    lines = error.splitlines()
+    said = [line for line in lines if line.startswith(("error:", "stopped:"))]
+    return (said or lines or [""])[-1]
+
+
+def failures(jobs: list[Job], what: str = "runs") -> str:
+    """'' when no job failed; else one line: how many failed, and why (each one's error line)."""
+    failed = []
+    for job in jobs:
+        try:
+            status = json.loads((job.run_dir / "status.json").read_text())
+        except (OSError, ValueError):
+            continue
+        if status.get("status") == "failed" and read_metric(job.run_dir, job.metric) is None:
+            failed.append(f"{job.run_dir.name} ({error_line(status.get('error', '')) or 'no message'})")
+    if not failed:
+        return ""
+    more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return f"{len(failed)} of {len(jobs)} {what} failed: {'; '.join(failed[:3])}{more}"
 
 
 def slots_for(gpus: list[str] | None, runs_per_gpu: int) -> list[str | None]:
@@ -135,21 +170,28 @@ class Runner:
                 signal.signal(s, handler)
 
     def _stop(self, signum, frame):
-        raise KeyboardInterrupt(f"{signal.Signals(signum).name}: the runs were stopped; start the runner "
-                                f"again to continue them")
+        raise Stopped(f"{signal.Signals(signum).name}: the runs were stopped; start the runner again to continue "
+                      f"them", signum)
 
     def _terminate_all(self) -> None:
-        """SIGTERM to every child's process group (the training scripts checkpoint), then SIGKILL."""
+        """SIGTERM to every child's process group (the training scripts checkpoint), then SIGKILL:
+        after 60 s, or at once on a second stop signal."""
         for process, log, job, _ in self.running.values():
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         deadline = time.time() + 60  # time to save a checkpoint
-        for process, log, job, _ in self.running.values():
-            if not wait_group(process, deadline):
-                os.killpg(process.pid, signal.SIGKILL)
+        try:
+            for process, log, job, _ in self.running.values():
+                wait_group(process, deadline)
+        except KeyboardInterrupt:  # a second Ctrl-C or SIGTERM: no more waiting
+            pass
+        finally:
+            for process, log, job, _ in self.running.values():
+                if group_alive(process.pid):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-            log.close()
-        self.running.clear()
+                log.close()
+            self.running.clear()
 
     def _start(self, job: Job, slot: str | None):
         command = prepare(job)
@@ -220,7 +262,7 @@ def record(job: Job, returncode: int, seconds: float) -> dict:
 
 
 def say(job: Job, status: dict) -> None:
-    """One line for an ended run: its metric, or the last line of its error."""
-    error = f" -- {status['error'].splitlines()[-1]}" if status["status"] == "failed" else ""
+    """One line for an ended run: its metric, or its error line."""
+    error = f" -- {error_line(status['error'])}" if status["status"] == "failed" else ""
     print(f"{status['status']} {job.run_dir.name}: {job.metric}={read_metric(job.run_dir, job.metric)}{error}",
           flush=True)

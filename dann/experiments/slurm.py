@@ -20,9 +20,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dann.cli import die_with_parent
+from dann.signals import die_with_parent
 from dann.errors import UserError
-from dann.experiments.local import Job, prepare, read_metric, record, run_env, say, tail, unfinished, wait_group
+from dann.experiments.local import (Job, Stopped, prepare, read_metric, record, run_env, say, tail, unfinished,
+                                   wait_group)
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: sweeps/, train_dann.py
 SIGNAL_DELAY_S = 120  # submitit's USR2 comes this long before the time limit: time to save a checkpoint
@@ -109,7 +110,7 @@ def with_processes(command: list[str], gpus: int) -> list[str]:
     """An `accelerate launch` command with one process per GPU of the job."""
     if gpus <= 1:
         return command
-    if command[1:3] != ["-m", "accelerate.commands.launch"]:
+    if command[1:3] != ["-m", "dann.experiments.launch"]:
         raise UserError(f"--slurm_gpus_per_job {gpus}: one process per GPU needs the sweep's accelerate launch "
                         f"command; drop --command_style python")
     return [*command[:3], "--multi_gpu", f"--num_processes={gpus}", *command[3:]]
@@ -137,14 +138,14 @@ class SlurmRunner:
         previous = signal.signal(signal.SIGTERM, self._stop)
         try:
             self._wait(waiting)
-        except KeyboardInterrupt:
-            raise KeyboardInterrupt("the Slurm jobs go on (squeue --me); run the same command again to wait "
-                                    "for them and write the table") from None
+        except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (Stopped)
+            raise Stopped("the Slurm jobs go on (squeue --me); run the same command again to wait for them and "
+                          "write the table", getattr(e, "exit_code", 128 + signal.SIGINT) - 128) from None
         finally:
             signal.signal(signal.SIGTERM, previous)
 
     def _stop(self, signum, frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        raise Stopped(signal.Signals(signum).name, signum)
 
     def _parameters(self) -> dict:
         s = self.settings
@@ -239,6 +240,7 @@ class TrainingJob:
         self.job, self.command, self.wandb_mode = job, command, wandb_mode
         self.process: subprocess.Popen | None = None
         self.stopped_by: int | None = None
+        self.signalled = False  # the training got its SIGTERM
 
     def __call__(self) -> None:
         import submitit
@@ -270,7 +272,8 @@ class TrainingJob:
 
     def _stop(self, signum, frame) -> None:
         self.stopped_by = signum
-        if self.process is not None:
+        if self.process is not None and not self.signalled:  # once: Slurm signals twice (the job, srun's relay)
+            self.signalled = True
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
             except ProcessLookupError:  # ended already

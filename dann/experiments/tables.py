@@ -36,7 +36,7 @@ from dann import plugins
 from dann.config import get_args_parser
 from dann.errors import UserError
 from dann.experiments.choosing import best_index, criterion
-from dann.experiments.local import Job, read_metric
+from dann.experiments.local import Job, failures, read_metric
 
 ROOT = Path(__file__).resolve().parents[2]  # the checkout: sweeps/, train_dann.py
 LABELS = {"baseline": "trained on source", "upper": "trained on target (upper bound)", "dann": "DANN",
@@ -79,7 +79,7 @@ def load_recipes(path: str | Path) -> dict:
         raise UserError(f"--recipes {path}: no such file; see sweeps/tables/digits.yaml for the format")
     spec = yaml.safe_load(path.read_text()) or {}
     unknown = set(spec) - TABLE_KEYS
-    if unknown or not isinstance(spec.get("rows"), dict):
+    if unknown or not isinstance(spec.get("rows"), dict) or not spec["rows"]:
         raise UserError(f"--recipes {path}: needs `rows: {{NAME: {{method: ..., FLAG: VALUE}}}}`"
                         + (f"; unknown keys {', '.join(sorted(unknown))}" if unknown else ""))
     rows = []
@@ -226,6 +226,7 @@ def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], ro
             for job in cell_jobs(out, dataset, pair, backbone, row, seeds, common, extra)]
     start = time.time()
     runner.run(shared_runs(jobs))
+    all_jobs = jobs
     jobs, chosen = choose_points(jobs, selection)
     markdown, csv_rows = table(jobs)
     out.mkdir(parents=True, exist_ok=True)
@@ -237,6 +238,10 @@ def run_table(out: str | Path, *, dataset: str, pairs: list[tuple[str, str]], ro
         (out / "chosen.md").write_text(chosen)
     print(markdown + "\n" + paired(jobs) + "\n" + chosen + f"\n-> {out / 'table.md'} ({time.time() - start:.0f} s)",
           flush=True)
+    failed = failures(all_jobs)
+    if failed:
+        raise UserError(f"{failed}; the table shows them as failed; fix them and run the same command again "
+                        f"(finished runs are skipped)")
     return markdown
 
 
