@@ -250,4 +250,6 @@ def test_first_look_prints_source_only_and_the_method_side_by_side(tmp_path):
         results = json.loads((look / name / "results.json").read_text())
         assert results["config"]["backbone"] == "lenet_bn" and results["config"]["dataset"] == "digits_shipped"
     dann = json.loads((look / "dann" / "results.json").read_text())
-    assert dann["config"]["alpha"] == 0.3  # the DANN row of sweeps/tables/digits.yaml
+    # the first DANN row of sweeps/tables/digits.yaml: the reference recipe, batches in separate passes
+    assert dann["config"]["alpha_schedule"] == "warm_start" and dann["config"]["domain_batches"] == "separate"
+    assert json.loads((look / "source_only" / "results.json").read_text())["config"]["lr_schedule"] == "inv"
