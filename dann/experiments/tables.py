@@ -345,7 +345,7 @@ def choose_recipes(folder: str | Path) -> str:
         for row in rows:
             cells = [f"{statistics.fmean(accs[row][p]):.1f}" for p in pairs] + [f"{mean_over(row, pairs):.1f}"]
             label = f"**{row}**" if row == best else row
-            picks = ", ".join(f"{p.split('->')[0]}: {'same' if pick == best else pick}"
+            picks = ", ".join(f"without {p}: {'same' if pick == best else pick}"
                               for p, pick in zip(pairs, loo)) if row == best else ""
             lines.append(f"| {label} | " + " | ".join(cells) + f" | {picks} |")
     return "\n".join(lines) + "\n"
