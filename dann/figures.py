@@ -124,8 +124,9 @@ def write_figures(accelerator, split, confusion: list, sample: dict | None, conf
                   out_dir: Path) -> tuple[dict[str, str], list[str]]:
     """The target confusion matrix (of the last evaluation) and, given the t-SNE's `sample`
     (tsne_inputs), the t-SNE of source and target test features (by class, by domain): PNGs in
-    out_dir (dann/tracking.py sends them to the trackers); main process only. Returns the paths of the figures written, and
-    those that could not be (a full disk...), each with its reason: the run goes on without them."""
+    out_dir (dann/tracking.py sends them to the trackers); main process only. Returns the paths
+    of the figures written, and those that could not be (a full disk...), each with its reason:
+    the run goes on without them."""
     if not accelerator.is_main_process:
         return {}, []
     files, failed = {}, []
