@@ -243,8 +243,8 @@ def full_run_case(args, cache_dir: Path, out: Path, compile: bool) -> dict:
                "--cache_dir", str(cache_dir), "--source", args.source, "--target", args.target,
                "--pretrained", "none", "--epochs", str(args.full_epochs),
                "--output_dir", str(output_dir), "--compile" if compile else "--no-compile"]
-    if args.tiny:
-        command += ["--batch_size", str(args.batch_size)]
+    if args.tiny:  # 2 images a domain: none held out for source validation, or a batch would not fit
+        command += ["--batch_size", str(args.batch_size), "--source_val", "0"]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -269,7 +269,7 @@ def concurrent_case(args, cache_dir: Path, out: Path, k: int) -> dict:
                          "--cache_dir", str(cache_dir), "--source", args.source, "--target", args.target,
                          "--pretrained", "none", "--epochs", str(args.concurrent_epochs), "--no-tsne",
                          "--batch_size", str(args.batch_size), "--seed", str(i), "--output_dir", str(folder),
-                         "--backbone", args.concurrent_backbone])
+                         "--backbone", args.concurrent_backbone] + (["--source_val", "0"] if args.tiny else []))
     start = time.perf_counter()
     processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
     errors = [p.communicate()[1] for p in processes]

@@ -130,7 +130,7 @@ def test_first_run_mistakes_are_one_line_before_any_decoding(tmp_path):
                            (["--backbone", "lenet"], "lenet takes 32x32 inputs")]:
         error = one_error_line(run_script(ROOT / "train_dann.py", *common, "--data_root", str(data), *flags)[0])
         assert message in error, error
-    assert not cache.exists()  # nothing was decoded
+    assert not cache.exists() or not any(cache.iterdir())  # nothing was decoded (the folder may be made)
 
 
 @pytest.mark.slow
