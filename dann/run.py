@@ -467,9 +467,9 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
              for seed in config.seed_list]  # --seeds 0,1,2: final runs
     runs, failed = [], []
 
-    def results(complete: bool) -> dict:
+    def results(summary: dict) -> dict:
         """results.json: the models done so far; the summary (target_acc...) once all are."""
-        summary = tracking.summarize(runs) if complete else {}
+        complete = bool(summary)
         return {"method": config.method, "config": config.flat(), "complete": complete, **summary,
                 **(runs[0] if len(runs) == 1 and complete else {}), "runs": runs, **data_info,
                 "per_process_batch": batch_config.batch_size,
@@ -489,25 +489,25 @@ def train_all(config: TrainConfig, accelerator: Accelerator, dataset, stop, wall
         one = dataclasses.replace(batch_config, target=target, seed=seed, seeds="")
         trained = train_model(one, model, accelerator, splits[target], prefix, log, channels_last, stop)
         runs.append({"target": target, "seed": seed, **trained.record})
-        complete = len(runs) == len(pairs)
+        summary = tracking.summarize(runs) if len(runs) == len(pairs) else {}
+        complete = bool(summary)
         accelerator.print(model_line(runs[-1]))
         if complete:
-            accelerator.print(summary_line(tracking.summarize(runs), output_dir, config.dataset, dataset.headline))
+            accelerator.print(summary_line(summary, output_dir, config.dataset, dataset.headline))
         # The results first, then the figures and the weights: a file that does not fit (a full
         # disk) or a kill during the t-SNE loses none of them.
-        error = write_results(results(complete), output_dir, accelerator)
+        error = write_results(results(summary), output_dir, accelerator)
         drawn, not_saved = save_files(trained, one, accelerator)
         if drawn:
             runs[-1]["figures"] = drawn
-            error = write_results(results(complete), output_dir, accelerator)
+            error = write_results(results(summary), output_dir, accelerator)
         failed += not_saved + [error] * bool(error and complete)
         if error and not complete:
             warn(f"cannot write {output_dir}/{error}; trying again after the next model")
         trackers.end_model(flags, prefix, runs[-1], classes, output_dir / prefix / "model.safetensors")
         del trained, model  # the next model is built without this one in memory
-    trackers.finish(tracking.summarize(runs), output_dir / "results.json" if accelerator.is_main_process else None,
-                    runs[-1]["steps"])
+    trackers.finish(summary, output_dir / "results.json" if accelerator.is_main_process else None, runs[-1]["steps"])
     accelerator.end_training()
     if failed:
         raise not_saved_error(list(dict.fromkeys(failed)), output_dir)
-    return results(True)
+    return results(summary)
