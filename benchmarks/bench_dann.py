@@ -1,5 +1,6 @@
-"""Speed of DANN on PACS (photo -> art_painting): the two data paths against the GPU floor,
-the step with and without a host sync, and K concurrent runs on one GPU.
+"""Speed of the first homework's DANN on PACS (photo -> art_painting, --recipe homework): the two
+data paths against the GPU floor, the step with and without a host sync, and K concurrent runs on
+one GPU.
 
     python benchmarks/bench_dann.py --data_root ../shared/data/PACS    # full (an H100: ~5 min)
     python benchmarks/bench_dann.py --data_root ../shared/data/PACS --homework   # + the whole homework
@@ -42,7 +43,7 @@ from accelerate.utils import set_seed  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dann import datasets, methods  # noqa: E402
-from dann.config import TrainConfig  # noqa: E402
+from dann.config import TrainConfig, make_config  # noqa: E402
 from dann.datasets import folder as pacs  # noqa: E402
 from dann.datasets.pacs import DOMAINS  # noqa: E402
 from dann.run import make_accelerator, use_channels_last  # noqa: E402
@@ -241,7 +242,7 @@ def full_run_case(args, cache_dir: Path, out: Path, compile: bool) -> dict:
     output_dir = out / f"full_run{'_compile' if compile else ''}"
     command = [sys.executable, str(ROOT / "train_dann.py"), "--data_root", str(args.data_root),
                "--cache_dir", str(cache_dir), "--source", args.source, "--target", args.target,
-               "--pretrained", "none", "--epochs", str(args.full_epochs),
+               "--recipe", "homework", "--pretrained", "none", "--epochs", str(args.full_epochs),
                "--output_dir", str(output_dir), "--compile" if compile else "--no-compile"]
     if args.tiny:  # 2 images a domain: none held out for source validation, or a batch would not fit
         command += ["--batch_size", str(args.batch_size), "--source_val", "0"]
@@ -267,7 +268,8 @@ def concurrent_case(args, cache_dir: Path, out: Path, k: int) -> dict:
         folders.append(folder)
         commands.append([sys.executable, str(ROOT / "train_dann.py"), "--data_root", str(args.data_root),
                          "--cache_dir", str(cache_dir), "--source", args.source, "--target", args.target,
-                         "--pretrained", "none", "--epochs", str(args.concurrent_epochs), "--no-tsne",
+                         "--recipe", "homework", "--pretrained", "none", "--epochs", str(args.concurrent_epochs),
+                         "--no-tsne",
                          "--batch_size", str(args.batch_size), "--seed", str(i), "--output_dir", str(folder),
                          "--backbone", args.concurrent_backbone] + (["--source_val", "0"] if args.tiny else []))
     start = time.perf_counter()
@@ -420,7 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
           file=sys.stderr)
 
     report["decode"] = decode_case(data_root, cache_dir, args.decode_workers)
-    base = dict(source=args.source, target=args.target, data_root=str(data_root), cache_dir=str(cache_dir),
+    base = dict(recipe="homework", source=args.source, target=args.target, data_root=str(data_root), cache_dir=str(cache_dir),
                 pretrained="none", epochs=args.warmup_epochs + args.epochs, report_to="none",
                 num_workers=args.loader_workers, batch_size=args.batch_size, tsne=False)
     fp32 = dict(mixed_precision="no", channels_last="off", compile=False)
@@ -432,7 +434,7 @@ def main(argv: list[str] | None = None) -> dict:
     with open(out / "fit.log", "w") as log:
         for name, overrides in settings.items():
             print(f"case {name} ...", file=sys.stderr)
-            report["cases"][name] = train_case(TrainConfig(**{**base, **overrides}), args.warmup_epochs, log)
+            report["cases"][name] = train_case(make_config(**{**base, **overrides}), args.warmup_epochs, log)
             gc.collect()
             if cuda:
                 torch.cuda.empty_cache()
@@ -441,7 +443,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                         if args.large_batch else []):
         print(f"case {name} ...", file=sys.stderr)
         case = report["cases"]["c" if name == "floor" else f"c@{batch}"]
-        report["cases"][name] = floor_case(TrainConfig(**{**base, "batch_size": batch}),
+        report["cases"][name] = floor_case(make_config(**{**base, "batch_size": batch}),
                                            case["steps_per_epoch"], eval_images, args.floor_warmup,
                                            args.floor_steps)
     if args.full_run:

@@ -32,6 +32,26 @@ def _flag(help: str, scripts: tuple[str, ...] = SCRIPTS, must_match: bool = Fals
     return {"help": help, "scripts": scripts, "must_match": must_match, **argparse_kwargs}
 
 
+# --recipe homework: the first homework's code, this project's defaults until the digits benchmark
+# chose TLlib's optimizer and reversal (docs/RESULTS.md): a step lr schedule, plain momentum,
+# little weight decay; for the methods with a discriminator, G_d a copy of G_y's architecture, a
+# constant alpha of 0.1, the summed domain loss of its three backward calls, and (DANN) G_y never
+# sees a target batch. Each entry applies where the run takes that flag.
+HOMEWORK = {"lr_schedule": "step", "nesterov": False, "weight_decay": 5e-5}
+HOMEWORK_ADVERSARIAL = {"discriminator": "copy", "alpha": 0.1, "alpha_schedule": "constant",
+                        "domain_loss_reduction": "sum", "classify_target": False}
+RECIPES = ("default", "homework")
+
+
+def recipe_defaults(recipe: str, method: str) -> dict:
+    """The flag defaults --recipe sets for a run of `method` (none for 'default')."""
+    if recipe != "homework" or method not in plugins.METHODS:
+        return {}
+    adversarial = HOMEWORK_ADVERSARIAL if plugins.uses_discriminator(method) else {}
+    names = {f.name for f in plugins.hparams_of(plugins.METHODS, method).fields()} | {"discriminator"}
+    return {**HOMEWORK, **{k: v for k, v in adversarial.items() if k in names}}
+
+
 def plugin_kinds(method: str) -> list[tuple[str, dict]]:
     """The plug-in kinds a run of `method` takes flags from: its method and backbone, and its
     discriminator when the method trains one (plugins.uses_discriminator)."""
@@ -82,7 +102,7 @@ class TrainConfig:
         "feature extractor G_f and classifier G_y; or timm:NAME, any model of timm (pip install timm), "
         "e.g. timm:resnet50, timm:vit_small_patch16_224, timm:convnext_tiny", choices=plugins.BACKBONES,
         must_match=True))
-    discriminator: str = field(default="copy", metadata=_flag(
+    discriminator: str = field(default="bn_mlp", metadata=_flag(
         "G_d of the adversarial methods: 'copy' (the backbone's own: G_y's architecture with 2 outputs, "
         "fc6/fc7 copied for AlexNet), 'paper' (the DANN paper's 1024-1024-2 MLP), 'bn_mlp' (two "
         "Linear-BatchNorm-ReLU layers, TLlib's)", scripts=ADAPT, choices=plugins.DISCRIMINATORS, must_match=True))
@@ -97,7 +117,14 @@ class TrainConfig:
         "timm:NAME: timm's default, or its tag's), 'none' (random init), PATH to weights (a torchvision "
         "state dict; alexnet_caffe: bvlc_alexnet.npy; timm:NAME: its state dict or .safetensors) or a "
         "torchvision weights name (resnet50: IMAGENET1K_V2)"))
-    # optimization (defaults: the first homework's code)
+    # optimization (defaults: the digits benchmark's chosen recipe, TLlib's optimizer; --recipe homework:
+    # the first homework's code)
+    recipe: str = field(default="default", metadata=_flag(
+        "'default': the flags' defaults, the recipe the digits benchmark chose (docs/RESULTS.md: TLlib's "
+        "optimizer, inv lr schedule, Nesterov, weight decay 1e-3; for DANN, CDAN and DSN its reversal, "
+        "alpha 1 warming up over 1000 steps, a 1024-wide batch-norm G_d, the mean domain loss); 'homework': "
+        "the first homework's code (step lr schedule, no Nesterov, weight decay 5e-5, G_d a copy of G_y, "
+        "constant alpha 0.1, the summed domain loss); flags you give override it", choices=RECIPES))
     epochs: int = field(default=0, metadata=_flag(
         "epochs of training (0: 30 on a GPU, 1 on a CPU as a first look)"))
     iters_per_epoch: int = field(default=0, metadata=_flag(
@@ -111,9 +138,9 @@ class TrainConfig:
         choices=("process", "global")))
     lr: float = field(default=1e-3, metadata=_flag("SGD learning rate"))
     momentum: float = field(default=0.9, metadata=_flag("SGD momentum"))
-    nesterov: bool = field(default=False, metadata=_flag("Nesterov momentum (TLlib's examples use it)"))
-    weight_decay: float = field(default=5e-5, metadata=_flag("SGD weight decay"))
-    lr_schedule: str = field(default="step", metadata=_flag(
+    nesterov: bool = field(default=True, metadata=_flag("Nesterov momentum (TLlib's examples use it)"))
+    weight_decay: float = field(default=1e-3, metadata=_flag("SGD weight decay"))
+    lr_schedule: str = field(default="inv", metadata=_flag(
         "'step': lr * gamma^(epoch // step_size); 'dann': lr / (1 + 10 p)^0.75 over the run (p from 0 to 1); "
         "'inv': lr (1 + lr_gamma i)^-lr_decay over the iterations i, whatever the run's length (Caffe's and "
         "TLlib's)", choices=schedules.LR_SCHEDULES))
@@ -359,6 +386,7 @@ def make_config(**values) -> TrainConfig:
     line gives them), e.g. make_config(method="cdan", alpha=1.0, epochs=3). A name that no
     chosen plug-in takes is a ValueError."""
     method, backbone = values.get("method", TrainConfig.method), values.get("backbone", TrainConfig.backbone)
+    values = {**recipe_defaults(values.get("recipe", TrainConfig.recipe), method), **values}
     discriminator = values.get("discriminator", TrainConfig.discriminator)
     shared, built, errors = split_values(values, method, backbone, discriminator)
     if errors:
@@ -440,12 +468,14 @@ def chosen_plugins(script: str, argv: list[str]) -> tuple[str, str, str, dict]:
     pre.add_argument("--backbone", choices=plugins.BACKBONES)
     pre.add_argument("--discriminator", choices=plugins.DISCRIMINATORS)
     pre.add_argument("--first_look", nargs="?", const=True, type=parse_bool, default=False)
+    pre.add_argument("--recipe", choices=RECIPES, default=TrainConfig.recipe)
     known, _ = pre.parse_known_args(argv)
     if plugins.script_of(known.method) != script:
         pre.error(f"--method {known.method}: train_baseline.py trains the source-only baseline; the adaptation "
                   f"methods are train_dann.py --method NAME" if script == "baseline"
                   else f"--method {known.method}: the source-only baseline is train_baseline.py")
-    recipe = first_look.recipe(known.method) if known.first_look and script == "dann" else {}
+    recipe = {**recipe_defaults(known.recipe, known.method),
+              **(first_look.recipe(known.method) if known.first_look and script == "dann" else {})}
     return (known.method, known.backbone or recipe.get("backbone", TrainConfig.backbone),
             known.discriminator or recipe.get("discriminator", TrainConfig.discriminator), recipe)
 
@@ -457,7 +487,7 @@ def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:
     argv = sys.argv[1:] if argv is None else list(argv)
     method, backbone, discriminator, recipe = chosen_plugins(script, argv)
     parser = get_args_parser(script, method, backbone, discriminator)
-    parser.set_defaults(**recipe)  # --first_look: its recipe, under the flags given
+    parser.set_defaults(**recipe)  # --recipe, --first_look: their defaults, under the flags given
     args, unknown = parser.parse_known_args(argv)
     flags = [a.removeprefix("--").split("=", 1)[0] for a in unknown if a.startswith("--")]
     if unknown and not flags:

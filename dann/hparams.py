@@ -70,10 +70,11 @@ class TargetTerms(Hparams):
 
 @dataclass(frozen=True)
 class GradientReversal(TargetTerms):
-    """A gradient reversal layer R_alpha between G_f and an adversarial head (DANN's G_d, MDD's F')."""
-    alpha: float = hparam(0.1, "gradient reversal weight (the largest value under the dann and warm_start "
+    """A gradient reversal layer R_alpha between G_f and an adversarial head (DANN's G_d, MDD's F').
+    Defaults: TLlib's, the digits benchmark's choice (--recipe homework: 0.1, constant)."""
+    alpha: float = hparam(1.0, "gradient reversal weight (the largest value under the dann and warm_start "
                                "schedules)", check=">=0", sweep=[0.1, 0.3, 1.0])
-    alpha_schedule: str = hparam("constant", "'constant': alpha; 'dann': alpha (2 / (1 + exp(-10 p)) - 1) over the "
+    alpha_schedule: str = hparam("warm_start", "'constant': alpha; 'dann': alpha (2 / (1 + exp(-10 p)) - 1) over the "
                                              "run; 'warm_start': alpha (2 / (1 + exp(-i / alpha_warmup_steps)) - 1) "
                                              "over the iterations i (TLlib's)",
                                  choices=("constant", "dann", "warm_start"), sweep=["constant", "dann"])
@@ -83,8 +84,8 @@ class GradientReversal(TargetTerms):
 @dataclass(frozen=True)
 class Adversarial(GradientReversal):
     """A domain discriminator G_d behind the gradient reversal layer R_alpha (DANN, CDAN, DSN)."""
-    domain_loss_reduction: str = hparam("sum", "'sum': CE(G_d(f_s), 0) + CE(G_d(f_t), 1), the homework's three backward "
-                                     "calls; 'mean': half of it (TLlib, DomainBed)", choices=("sum", "mean"))
+    domain_loss_reduction: str = hparam("mean", "'sum': CE(G_d(f_s), 0) + CE(G_d(f_t), 1), the homework's three "
+                                        "backward calls; 'mean': half of it (TLlib, DomainBed)", choices=("sum", "mean"))
 
 
 # ---------------------------------------------------------------------------- backbones

@@ -34,7 +34,7 @@ class Plugin(NamedTuple):
 
 @dataclass(frozen=True)
 class DANNHparams(Adversarial):
-    classify_target: bool = hparam(False, "also run G_y on the target batch, in training mode, so that its batch-norm "
+    classify_target: bool = hparam(True, "also run G_y on the target batch, in training mode, so that its batch-norm "
                                           "statistics follow the target too (TLlib's DANN does, in its joint pass)")
 
 

@@ -11,7 +11,7 @@ from dann.methods import build
 
 def dann_alexnet(alpha: float = 0.7):
     torch.manual_seed(0)
-    config = make_config(method="dann", backbone="alexnet", pretrained="none", alpha=alpha)  # the homework's settings
+    config = make_config(method="dann", backbone="alexnet", pretrained="none", recipe="homework", alpha=alpha)
     return build(config, num_classes=7).double()  # float64: the comparison tests the math, not rounding
 
 

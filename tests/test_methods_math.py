@@ -120,7 +120,7 @@ def test_entropy_weights_range_and_extremes():
 
 @pytest.mark.parametrize("entropy_conditioning", [False, True])
 def test_cdan_step_trains_everything_and_detaches_g(make_method, entropy_conditioning):
-    method = make_method("cdan", entropy_conditioning=entropy_conditioning, alpha=1.0)
+    method = make_method("cdan", entropy_conditioning=entropy_conditioning, alpha=1.0, alpha_schedule="constant")
     (x_s, y_s), x_t = batches()
     loss, metrics = method.step(x_s, y_s, x_t, progress=0.3)
     assert torch.isfinite(loss)

@@ -15,7 +15,9 @@ from dann.schedules import alpha_at, lr_factor
 
 
 def dann_model(pretrained="none", **flags):
-    return build(make_config(method="dann", backbone="alexnet", pretrained=pretrained, **flags), num_classes=7)
+    """The first homework's model: an AlexNet, G_d a copy of its classifier (--recipe homework)."""
+    return build(make_config(method="dann", backbone="alexnet", pretrained=pretrained, recipe="homework", **flags),
+                 num_classes=7)
 
 
 def test_gradient_reversal_is_identity_forward_and_minus_alpha_backward():

@@ -30,6 +30,7 @@ def test_dann_alexnet_steps_on_real_pacs_write_complete_results(real_pacs, pacs_
     out = tmp_path / "run"
     result = train(str(ROOT / "train_dann.py"), "--data_root", str(real_pacs), "--cache_dir", str(pacs_cache),
                    "--output_dir", str(out), "--iters_per_epoch", "2", "--batch_size", "8", "--tsne_samples", "50",
+                   "--recipe", "homework",
                    "--select_rules", "cheap")  # reverse validation's AlexNet copy: 1.5 GB more, tested on tiny models
     results = json.loads((out / "results.json").read_text())
     assert RESULT_KEYS <= results.keys()
