@@ -269,8 +269,7 @@ def concurrent_case(args, cache_dir: Path, out: Path, k: int) -> dict:
         commands.append([sys.executable, str(ROOT / "train_dann.py"), "--data_root", str(args.data_root),
                          "--cache_dir", str(cache_dir), "--source", args.source, "--target", args.target,
                          "--recipe", "homework", "--pretrained", "none", "--epochs", str(args.concurrent_epochs),
-                         "--no-tsne",
-                         "--batch_size", str(args.batch_size), "--seed", str(i), "--output_dir", str(folder),
+                         "--no-tsne", "--batch_size", str(args.batch_size), "--seed", str(i), "--output_dir", str(folder),
                          "--backbone", args.concurrent_backbone] + (["--source_val", "0"] if args.tiny else []))
     start = time.perf_counter()
     processes = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for c in commands]
@@ -422,8 +421,8 @@ def main(argv: list[str] | None = None) -> dict:
           file=sys.stderr)
 
     report["decode"] = decode_case(data_root, cache_dir, args.decode_workers)
-    base = dict(recipe="homework", source=args.source, target=args.target, data_root=str(data_root), cache_dir=str(cache_dir),
-                pretrained="none", epochs=args.warmup_epochs + args.epochs, report_to="none",
+    base = dict(recipe="homework", source=args.source, target=args.target, data_root=str(data_root),
+                cache_dir=str(cache_dir), pretrained="none", epochs=args.warmup_epochs + args.epochs, report_to="none",
                 num_workers=args.loader_workers, batch_size=args.batch_size, tsne=False)
     fp32 = dict(mixed_precision="no", channels_last="off", compile=False)
     settings = {"a": dict(data_path="loader", **fp32), "b": dict(data_path="tensor", **fp32), "c": {}}

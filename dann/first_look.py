@@ -22,7 +22,8 @@ RECIPES = {
     "adabn": REFERENCE_OPTIMIZER,
     "dann": {**REFERENCE_OPTIMIZER, **REVERSAL, "classify_target": True},
     "cdan": {**REFERENCE_OPTIMIZER, **REVERSAL, "entropy_conditioning": False},
-    "dsn": {"recipe": "homework", "alpha": 1.0, "alpha_schedule": "dann", "dsn_similarity": 0.25, "dsn_decoder_width": 32},
+    "dsn": {"recipe": "homework", "alpha": 1.0, "alpha_schedule": "dann", "dsn_similarity": 0.25,
+            "dsn_decoder_width": 32},
     "mcc": {**REFERENCE_OPTIMIZER, "mcc_weight": 1.0, "mcc_temperature": 2.5, "domain_batches": "separate"},
     "pseudo_labels": {"recipe": "homework", "pl_threshold": 0.8, "pl_weight": 3.0},
 }

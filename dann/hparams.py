@@ -85,7 +85,8 @@ class GradientReversal(TargetTerms):
 class Adversarial(GradientReversal):
     """A domain discriminator G_d behind the gradient reversal layer R_alpha (DANN, CDAN, DSN)."""
     domain_loss_reduction: str = hparam("mean", "'sum': CE(G_d(f_s), 0) + CE(G_d(f_t), 1), the homework's three "
-                                        "backward calls; 'mean': half of it (TLlib, DomainBed)", choices=("sum", "mean"))
+                                                "backward calls; 'mean': half of it (TLlib, DomainBed)",
+                                        choices=("sum", "mean"))
 
 
 # ---------------------------------------------------------------------------- backbones

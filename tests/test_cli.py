@@ -34,7 +34,8 @@ from dann.config import TrainConfig, make_config, parse_config
     (["--dsn_recon", "0.1"], "--dsn_recon is a flag of --method dsn, not of this run's --method dann"),
     (["--method", "mcc", "--alpha", "1"], "--alpha is a flag of --method dann or --method cdan or --method dsn"),
     (["--method", "mcc", "--discriminator_width", "8"], "--method mcc has no domain discriminator"),
-    (["--discriminator", "copy", "--discriminator_width", "8"], "--discriminator_width is a flag of --discriminator bn_mlp"),
+    (["--discriminator", "copy", "--discriminator_width", "8"],
+     "--discriminator_width is a flag of --discriminator bn_mlp"),
     (["--no_such_flag", "1"], "unknown flag --no_such_flag"),
 ])
 def test_bad_flag_values_are_one_line(argv, message, capsys):

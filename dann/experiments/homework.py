@@ -83,8 +83,8 @@ def run_homework(out: str | Path, *, runner, final_seeds: str, scale: str = "ful
         finals.append(Job(command, out / "final" / name, "target_acc",
                           {"from": f"{sweep}: {chosen['key']}", "selection": chosen_by[name]}))
     upper = ["accelerate", "launch", "--quiet", "--config_file", str(ROOT / "accelerate_config.yaml"),
-             str(ROOT / "train_baseline.py"), "--source=photo", f"--target={TARGET}", "--train_on=target", "--recipe=homework",
-             f"--seeds={final_seeds}", "--wandb_group=upper", "--run_name=upper",
+             str(ROOT / "train_baseline.py"), "--source=photo", f"--target={TARGET}", "--train_on=target",
+             "--recipe=homework", f"--seeds={final_seeds}", "--wandb_group=upper", "--run_name=upper",
              *(["--report_to=wandb"] if wandb_mode != "off" else []), *extra]
     finals.append(Job(upper, out / "final" / "upper", "target_acc", {"from": "the homework code's settings"}))
     folders["upper"] = out / "final" / "upper"
