@@ -160,7 +160,7 @@ class TrainConfig:
     cpu: bool = field(default=False, metadata=_flag("run on the CPU even if a GPU is present"))
     mixed_precision: str = field(default="", metadata=_flag(
         "no|fp16|bf16 (default: the accelerate config, else bf16 on GPUs that support it; "
-        "always fp32 on a CPU)", choices=("no", "fp16", "bf16")))
+        "fp32 on a CPU unless this flag says bf16 and the CPU has AMX)", choices=("no", "fp16", "bf16")))
     channels_last: str = field(default="auto", metadata=_flag(
         "channels_last memory format: 'auto' = on for CUDA", choices=("auto", "on", "off")))
     compile: bool = field(default=False, metadata=_flag("torch.compile the model"))

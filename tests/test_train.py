@@ -90,3 +90,37 @@ def test_global_batch_scope_splits_the_batch_over_processes(tiny_pacs, tmp_path)
     results = json.loads((out / "results.json").read_text())
     assert (results["per_process_batch"], results["global_batch"]) == (2, 4)
     assert results["steps"] == 2  # 6 images, 4 per step over both processes: 2 steps, as on one process
+
+
+@pytest.mark.parametrize("flag, env, amx, expected", [
+    ("bf16", "", True, "bf16"),  # asked for, on a CPU with AMX: bf16 autocast
+    ("bf16", "", False, "no"),  # asked for, no AMX: fp32 (bf16 would be several times slower)
+    ("", "bf16", True, "no"),  # the accelerate config's bf16 is the GPUs' default, not a CPU's
+    ("fp16", "", True, "no"),  # fp16 autocast on a CPU: fp32
+])
+def test_a_cpu_trains_in_bf16_only_when_asked_and_the_cpu_has_amx(flag, env, amx, expected, monkeypatch, capsys,
+                                                                   request):
+    from accelerate.state import AcceleratorState
+
+    from dann import run
+    AcceleratorState._reset_state(reset_partial_state=True)  # one precision per process otherwise
+    request.addfinalizer(lambda: AcceleratorState._reset_state(reset_partial_state=True))
+    from dann.config import TrainConfig
+    monkeypatch.setattr(run, "cpu_has_native_bf16", lambda: amx)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", env)
+    accelerator = run.make_accelerator(TrainConfig(cpu=True, mixed_precision=flag))
+    assert accelerator.mixed_precision == expected
+    said = "".join(capsys.readouterr())
+    assert ("training in fp32 on the CPU" in said) == (expected == "no")
+
+
+@pytest.mark.skipif(not __import__("dann.run").run.cpu_has_native_bf16(), reason="this CPU has no AMX (bf16)")
+def test_a_bf16_run_on_an_amx_cpu_trains_and_says_bf16(tiny_pacs, tmp_path):
+    out = tmp_path / "bf16"
+    result = train(str(ROOT / "tests" / "tiny_train.py"), "dann", "--backbone", "tiny", "--data_root", str(tiny_pacs),
+                   "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(out), "--epochs", "2",
+                   "--batch_size", "4", "--no-tsne", "--mixed_precision", "bf16")
+    results = json.loads((out / "results.json").read_text())
+    assert results["mixed_precision"] == "bf16" and results["steps"] == 4
+    assert ", bf16, " in result.stdout + result.stderr  # the start line
+    assert 0 <= results["target_acc"] <= 1
