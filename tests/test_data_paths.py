@@ -298,3 +298,11 @@ def test_a_folder_of_small_pngs_trains_at_their_own_size(tmp_path, capsys):
     results = json.loads((out / "results.json").read_text())
     assert results["num_target_eval"] == 8 and results["steps"] == 2
     assert [np.load(p, mmap_mode="r").shape for p in sorted((tmp_path / "cache").glob("*.npy"))] == [(8, 3, 32, 32)] * 2
+
+
+def test_cpu_step_benchmark_times_every_case(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_cpu_step.py"), "--steps", "1"],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for row in ("| fp32 | off | no |", "| fp32 | on | no |", "| bf16 | off | no |", "| bf16 | on | no |"):
+        assert row in done.stdout, row
