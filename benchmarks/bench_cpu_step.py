@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dann import methods  # noqa: E402
 from dann.config import make_config  # noqa: E402
 from dann.optim import make_optimizer  # noqa: E402
+from dann.run import cpu_has_native_bf16  # noqa: E402
 
 
 def build(channels_last: bool, compile_it: bool):
@@ -33,7 +34,7 @@ def build(channels_last: bool, compile_it: bool):
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
     step = torch.compile(model.step) if compile_it else model.step
-    return model, step, optimizer
+    return step, optimizer
 
 
 def batches(channels_last: bool):
@@ -54,7 +55,7 @@ def one_step(step, optimizer, x_s, y_s, x_t, bf16: bool) -> None:
 def ms_per_step(case: dict, steps: int) -> tuple[float, float]:
     """(ms per step, seconds to the first steps' end: building and compiling included)."""
     start = time.perf_counter()
-    model, step, optimizer = build(case["channels_last"], case["compile"])
+    step, optimizer = build(case["channels_last"], case["compile"])
     x_s, y_s, x_t = batches(case["channels_last"])
     for _ in range(5):
         one_step(step, optimizer, x_s, y_s, x_t, case["bf16"])
@@ -72,8 +73,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="also the operators of 20 fp32 steps")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    print(f"torch {torch.__version__}, 1 thread, AMX: {'yes' if amx else 'no'}")
+    print(f"torch {torch.__version__}, 1 thread, AMX: {'yes' if cpu_has_native_bf16() else 'no'}")
     cases = [dict(bf16=bf16, channels_last=cl, compile=False) for bf16 in (False, True) for cl in (False, True)]
     cases += [dict(bf16=bf16, channels_last=True, compile=True) for bf16 in (False, True)] if args.compile else []
     results = {i: [] for i in range(len(cases))}
@@ -88,7 +88,7 @@ def main() -> None:
               f"| {'yes' if case['compile'] else 'no'} | {ms} | {results[i][0][1]:.1f} |")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
-        _, step, optimizer = build(True, False)
+        step, optimizer = build(True, False)
         x_s, y_s, x_t = batches(True)
         one_step(step, optimizer, x_s, y_s, x_t, False)
         with profile(activities=[ProfilerActivity.CPU]) as prof:

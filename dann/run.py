@@ -56,7 +56,7 @@ def make_accelerator(config: TrainConfig) -> Accelerator:
 
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU multiplies in bf16 natively (Intel AMX): there bf16 autocast trains
-    LeNet-sized networks about 1.6x faster than fp32 (docs/BENCHMARKS.md); elsewhere it is
+    the digits table 2.26x faster than fp32 (docs/BENCHMARKS.md); elsewhere it is
     several times slower, so a CPU run takes bf16 only when asked and only here."""
     amx = getattr(torch.cpu, "_is_amx_tile_supported", None)
     return bool(amx and amx())

@@ -10,6 +10,7 @@ from tiny_train import register
 
 from conftest import ROOT
 from dann import plugins
+from dann.run import cpu_has_native_bf16
 from dann.cli import main
 
 RESULT_KEYS = {"method", "config", "epochs", "target_acc", "best_target_acc", "best_epoch",
@@ -114,7 +115,7 @@ def test_a_cpu_trains_in_bf16_only_when_asked_and_the_cpu_has_amx(flag, env, amx
     assert ("training in fp32 on the CPU" in said) == (expected == "no")
 
 
-@pytest.mark.skipif(not __import__("dann.run").run.cpu_has_native_bf16(), reason="this CPU has no AMX (bf16)")
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="this CPU has no AMX (bf16)")
 def test_a_bf16_run_on_an_amx_cpu_trains_and_says_bf16(tiny_pacs, tmp_path):
     out = tmp_path / "bf16"
     result = train(str(ROOT / "tests" / "tiny_train.py"), "dann", "--backbone", "tiny", "--data_root", str(tiny_pacs),
