@@ -106,6 +106,10 @@ class FixMatchHparams(TargetTerms):
     fixmatch_threshold: float = hparam(0.95, "confidence tau the weak view's prediction needs to teach the strong "
                                              "view", check="0..1", sweep=[0.8, 0.9, 0.95])
     fixmatch_weight: float = hparam(1.0, "weight of the consistency loss (lambda_u)", check=">=0", sweep=[0.3, 1.0, 3.0])
+    fixmatch_align: bool = hparam(False, "AdaMatch's distribution alignment: the weak view's probabilities times the "
+                                         "source batch's mean prediction over the target batch's, renormalized, "
+                                         "before the threshold (pseudo-labels keep the source's class proportions)",
+                                  sweep=[False, True])
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from dann.methods import build
 from dann.methods.base import Method
 from dann.methods.coral import coral_loss, covariance
 from dann.methods.dan import BANDWIDTHS, joint_mmd, mk_mmd, mmd_from_kernel, multi_kernel
-from dann.methods.fixmatch import fixmatch_loss
+from dann.methods.fixmatch import align_distribution, fixmatch_loss
 from dann.methods.mcd import discrepancy
 from dann.methods.mdd import mdd_loss
 from dann.methods.shot import cluster_labels, information_maximization
@@ -206,6 +206,34 @@ def test_fixmatch_loss_known_answer():
     strong = torch.tensor([[0.0, 0.0], [5.0, 0.0]])
     loss, mask = fixmatch_loss(weak, strong, threshold=0.95)
     assert mask.tolist() == [1.0, 0.0] and loss.item() == pytest.approx(math.log(2.0) / 2)  # mean over all B
+
+
+def test_distribution_alignment_known_answer():
+    # target batch predicts class 0 85% of the time on average, the source batch 50%: by hand,
+    # row 1 (0.9, 0.1) -> (0.9 * 0.5/0.85, 0.1 * 0.5/0.15) = (9/17, 1/3) -> (27/44, 17/44),
+    # row 2 (0.8, 0.2) -> (8/17, 2/3) -> (12/29, 17/29): its pseudo-label moves to class 1
+    probs_t, probs_s = torch.tensor([[0.9, 0.1], [0.8, 0.2]]), torch.tensor([[0.7, 0.3], [0.3, 0.7]])
+    aligned = align_distribution(probs_t, probs_s)
+    assert aligned.tolist() == [pytest.approx([27 / 44, 17 / 44]), pytest.approx([12 / 29, 17 / 29])]
+    strong = torch.zeros(2, 2)
+    _, plain = fixmatch_loss(probs_t.log(), strong, threshold=0.55)
+    loss, mask = fixmatch_loss(probs_t.log(), strong, threshold=0.6, logits_source=probs_s.log())
+    assert plain.tolist() == [1.0, 1.0] and mask.tolist() == [1.0, 0.0]  # 27/44 = 0.614 passes, 17/29 = 0.586 not
+    assert loss.item() == pytest.approx(math.log(2.0) / 2)
+
+
+def test_fixmatch_align_labels_the_target_from_the_aligned_probabilities():
+    method, _ = make("fixmatch", fixmatch_threshold=0.0, fixmatch_align=True, backbone="mlp8_plain")
+    method.train()
+    x_s, y_s, x_t = batches()  # the shifted target: every prediction class 2, the source's mixed
+    strong = x_t + 0.1
+    _, metrics = method.step(x_s, y_s, (x_t, strong), 0.5)
+    with torch.no_grad():
+        weak_logits, strong_logits, source_logits = (method.predict(x) for x in (x_t, strong, x_s))
+        aligned, _ = fixmatch_loss(weak_logits, strong_logits, 0.0, source_logits)
+        relabeled = align_distribution(weak_logits.softmax(1), source_logits.softmax(1)).argmax(1)
+    assert len(set(weak_logits.argmax(1).tolist())) == 1 and len(set(relabeled.tolist())) > 1
+    assert metrics["fixmatch_loss"].item() == pytest.approx(aligned.item())
 
 
 def test_fixmatch_trains_through_the_strong_view_only():

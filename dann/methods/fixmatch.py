@@ -8,6 +8,12 @@ the weak view's confident prediction is the label the strong view is trained to 
 q = softmax of the (detached) logits of the weak view a(x_t), A the strong view (RandAugment
 and Cutout), tau = --fixmatch_threshold, w = --fixmatch_weight. train/fixmatch_fraction logs
 the share of target images above the threshold.
+
+--fixmatch_align: AdaMatch's distribution alignment (Berthelot et al., "AdaMatch: A Unified
+Approach to Semi-Supervised Learning and Domain Adaptation", ICLR 2022), q_ic ∝ q_ic p_s,c / p_t,c
+with p_s and p_t the source and target batches' mean predictions, before the threshold: the
+pseudo-labels keep the source's class proportions, so that they cannot settle on a few classes
+(without it, FixMatch fell to one class on mnist -> mnist_m: docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -18,10 +24,20 @@ from dann import backbones
 from dann.methods.base import Method
 
 
-def fixmatch_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The consistency loss above (the mean over all B images) and the mask of confident ones."""
-    confidence, pseudo = logits_weak.detach().softmax(1).max(1)
+def align_distribution(probs_t: torch.Tensor, probs_s: torch.Tensor) -> torch.Tensor:
+    """Each row of probs_t rescaled by mean(probs_s) / mean(probs_t) over the batch, renormalized."""
+    aligned = probs_t * (probs_s.mean(0) / probs_t.mean(0))
+    return aligned / aligned.sum(1, keepdim=True)
+
+
+def fixmatch_loss(logits_weak: torch.Tensor, logits_strong: torch.Tensor, threshold: float,
+                  logits_source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The consistency loss above (the mean over all B images) and the mask of confident ones;
+    with logits_source, the weak view's probabilities aligned to the source batch's first."""
+    probs = logits_weak.detach().softmax(1)
+    if logits_source is not None:
+        probs = align_distribution(probs, logits_source.detach().softmax(1))
+    confidence, pseudo = probs.max(1)
     mask = (confidence >= threshold).float()
     return (mask * F.cross_entropy(logits_strong, pseudo, reduction="none")).mean(), mask
 
@@ -37,7 +53,8 @@ class FixMatch(Method):
         both = torch.cat([x_weak, x_strong])  # one target batch of two views: one domain's statistics
         f_s, f_t, logits_s, logits_t = self.features_and_logits(x_s, both)
         logits_weak, logits_strong = logits_t.split([len(x_weak), len(x_strong)])
-        consistency, mask = fixmatch_loss(logits_weak, logits_strong, self.hp.fixmatch_threshold)
+        consistency, mask = fixmatch_loss(logits_weak, logits_strong, self.hp.fixmatch_threshold,
+                                          logits_s if self.hp.fixmatch_align else None)
         class_loss, metrics = self.source_loss(logits_s, y_s)
         extra, extra_metrics = self.target_terms(logits_weak)
         return class_loss + self.hp.fixmatch_weight * consistency + extra, {
