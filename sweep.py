@@ -158,6 +158,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     tab.add_argument("--methods", default="",
                      help="rows without --recipes: baseline (trained on source), any method of train_dann.py, "
                           "upper (trained on target); default baseline,dann,dsn,upper")
+    tab.add_argument("--row", action="append", default=[],
+                     help="only this row of --recipes, by its name (repeatable): train part of a table; table.md "
+                          "then shows those rows, and the others' finished cells stay where they are")
     tab.add_argument("--backbones", default="", help="comma-separated backbones (default: the recipes', else lenet)")
     tab.add_argument("--seeds", default="", help="seeds of every cell, mean ± std (default: the recipes', "
                                                  "else 0,1,2,3,4)")
@@ -221,13 +224,17 @@ def main(argv: list[str]) -> int:
         run_homework(args.out, runner=make_runner(args, args.out), final_seeds=seeds, scale=args.scale,
                      wandb_mode=args.wandb, extra=extra, selection=[n for n in args.selection.split(",") if n])
     elif args.command == "table":
-        from dann.experiments.tables import load_recipes, rows_from_methods, run_table
+        from dann.experiments.tables import load_recipes, pick_rows, rows_from_methods, run_table
 
         spec = load_recipes(args.recipes) if args.recipes else {}
         if args.methods or not spec:
             rows = rows_from_methods((args.methods or "baseline,dann,dsn,upper").split(","))
         else:
             rows = spec["rows"]
+        if args.row:
+            if not spec:
+                raise UserError("--row picks rows of --recipes: give --recipes too")
+            rows = pick_rows(rows, args.row, args.recipes)
         pairs_text = args.pairs or ",".join(spec.get("pairs", []))
         pairs = [tuple(p.split(":")) for p in pairs_text.split(",") if p]
         if not pairs or any(len(p) != 2 for p in pairs):

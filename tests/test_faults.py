@@ -413,6 +413,16 @@ def test_a_table_without_rows_is_refused(tmp_path):
     assert done.returncode == 1 and done.stderr.startswith("error: --recipes recipes.yaml: needs `rows: "), done.stderr
 
 
+def test_a_table_row_that_is_not_in_the_recipes_is_refused_naming_the_rows(tmp_path):
+    (tmp_path / "recipes.yaml").write_text("dataset: digits_shipped\npairs: [mnist:mnist_m]\n"
+                                           "rows: {DANN (chosen): {method: dann}, MCC: {method: mcc}}\n")
+    done = sweep_cli("table", "--recipes", "recipes.yaml", "--out", "out", "--row", "DANN (chosen)", "--row", "DAN",
+                     cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.strip().splitlines() == [
+        "error: --row 'DAN': no such row in recipes.yaml; its rows: DANN (chosen); MCC"], done.stderr
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
 def test_a_table_whose_run_fails_exits_1_with_a_line_naming_it(tmp_path):
     done = sweep_cli("table", "--dataset", "pacs", "--pairs", "photo:art_painting", "--methods", "baseline",

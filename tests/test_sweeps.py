@@ -487,6 +487,13 @@ def test_choose_picks_each_familys_best_mean_and_says_whether_leaving_a_pair_out
         choose_recipes(tmp_path / "missing")
 
 
+def test_table_row_picks_the_named_rows_in_the_recipes_order():
+    from dann.experiments.tables import Row, pick_rows
+
+    rows = [Row("source", "baseline"), Row("DANN (chosen)", "dann", {"alpha": 1.0}), Row("MCC", "mcc")]
+    assert [row.name for row in pick_rows(rows, ["MCC", "source"], "recipes.yaml")] == ["source", "MCC"]
+
+
 def test_a_table_trains_a_recipe_two_rows_share_once(tmp_path):
     """Two rows with the same flags (a chosen recipe that is the reference one): one run, read by both."""
     from dann.experiments.tables import Row, cell_jobs, shared_runs

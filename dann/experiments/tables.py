@@ -92,6 +92,15 @@ def load_recipes(path: str | Path) -> dict:
     return {**spec, "rows": rows, "common": dict(spec.get("common") or {})}
 
 
+def pick_rows(rows: list[Row], names: list[str], recipes: str) -> list[Row]:
+    """The rows named (sweep.py table --row), in the recipes' order; an unknown name is an error."""
+    unknown = [name for name in names if name not in {row.name for row in rows}]
+    if unknown:
+        raise UserError(f"--row {unknown[0]!r}: no such row in {recipes}; its rows: "
+                        + "; ".join(row.name for row in rows))
+    return [row for row in rows if row.name in names]
+
+
 def flag_list(flags: dict) -> list[str]:
     return [f"--{k}={v}" for k, v in flags.items()]
 
