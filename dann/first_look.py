@@ -11,9 +11,8 @@ DATA = {"dataset": "digits_shipped", "source": "mnist", "target": "mnist_m", "ba
 COMMON = {"pretrained": "none", "batch_size": 64, "lr": 0.01, "lr_schedule": "dann", "iters_per_epoch": 50,
           "epochs": 10, "eval_every": 10, "channels_last": "on", "tsne": False, "source_val": 0,
           "select_rules": "none"}
-# Each method's recipe: the table's first row of that method. The reference optimizer (TLlib's
-# digits examples) for the rows the tuning chose it for; DSN and pseudo-labels keep the last table's
-# (the homework's optimizer and G_d: --recipe homework).
+# Each method's recipe: the table's first row of that method, its chosen recipe: the reference
+# optimizer (TLlib's digits examples) for every method; DANN's reversal for the adversarial ones.
 REFERENCE_OPTIMIZER = {"lr_schedule": "inv", "nesterov": True, "weight_decay": 0.001}
 REVERSAL = {"alpha": 1.0, "alpha_schedule": "warm_start", "alpha_warmup_steps": 1000, "discriminator": "bn_mlp",
             "discriminator_width": 1024, "domain_loss_reduction": "mean", "domain_batches": "separate"}
@@ -22,10 +21,9 @@ RECIPES = {
     "adabn": REFERENCE_OPTIMIZER,
     "dann": {**REFERENCE_OPTIMIZER, **REVERSAL, "classify_target": True},
     "cdan": {**REFERENCE_OPTIMIZER, **REVERSAL, "entropy_conditioning": False},
-    "dsn": {"recipe": "homework", "alpha": 1.0, "alpha_schedule": "dann", "dsn_similarity": 0.25,
-            "dsn_decoder_width": 32},
+    "dsn": {**REFERENCE_OPTIMIZER, **REVERSAL, "dsn_similarity": 1.0, "dsn_decoder_width": 32},
     "mcc": {**REFERENCE_OPTIMIZER, "mcc_weight": 1.0, "mcc_temperature": 2.5, "domain_batches": "separate"},
-    "pseudo_labels": {"recipe": "homework", "pl_threshold": 0.8, "pl_weight": 3.0},
+    "pseudo_labels": {**REFERENCE_OPTIMIZER, "pl_threshold": 0.9, "pl_weight": 1.0},
 }
 
 
