@@ -110,6 +110,9 @@ class FixMatchHparams(TargetTerms):
                                          "source batch's mean prediction over the target batch's, renormalized, "
                                          "before the threshold (pseudo-labels keep the source's class proportions)",
                                   sweep=[False, True])
+    fixmatch_ramp: str = hparam("constant", "schedule of the consistency weight over the run: 'constant' (FixMatch's) "
+                                            "or 'dann' (w (2 / (1 + exp(-10 p)) - 1), as --method pseudo_labels)",
+                                choices=("constant", "dann"), sweep=["constant", "dann"])
 
 
 @dataclass(frozen=True)

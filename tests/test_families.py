@@ -236,6 +236,16 @@ def test_fixmatch_align_labels_the_target_from_the_aligned_probabilities():
     assert metrics["fixmatch_loss"].item() == pytest.approx(aligned.item())
 
 
+def test_fixmatch_ramp_dann_weighs_the_consistency_as_pseudo_labels_does():
+    method, _ = make("fixmatch", fixmatch_threshold=0.0, fixmatch_weight=2.0, fixmatch_ramp="dann",
+                     backbone="mlp8_plain")
+    x_s, y_s, x_t = batches()
+    for progress, weight in [(0.0, 0.0), (0.5, 2.0 * (2 / (1 + math.exp(-5.0)) - 1))]:
+        loss, metrics = method.step(x_s, y_s, (x_t, x_t + 0.1), progress)
+        assert metrics["fixmatch_weight"] == pytest.approx(weight)
+        assert loss.item() == pytest.approx((metrics["class_loss"] + weight * metrics["fixmatch_loss"]).item(), rel=1e-5)
+
+
 def test_fixmatch_trains_through_the_strong_view_only():
     method, _ = make("fixmatch", fixmatch_threshold=0.0, backbone="mlp8_plain")  # every weak prediction teaches
     method.train()

@@ -6,8 +6,9 @@ the weak view's confident prediction is the label the strong view is trained to 
     L = CE(G_y(G_f(x_s)), y_s) + w (1/B) sum_i 1[max_c q_ic >= tau] CE(G_y(G_f(A(x_t_i))), argmax_c q_ic),
 
 q = softmax of the (detached) logits of the weak view a(x_t), A the strong view (RandAugment
-and Cutout), tau = --fixmatch_threshold, w = --fixmatch_weight. train/fixmatch_fraction logs
-the share of target images above the threshold.
+and Cutout), tau = --fixmatch_threshold, w = --fixmatch_weight (--fixmatch_ramp dann: ramped
+up over the run as --method pseudo_labels's). train/fixmatch_fraction logs the share of target
+images above the threshold.
 
 --fixmatch_align: AdaMatch's distribution alignment (Berthelot et al., "AdaMatch: A Unified
 Approach to Semi-Supervised Learning and Domain Adaptation", ICLR 2022), q_ic ∝ q_ic p_s,c / p_t,c
@@ -22,6 +23,7 @@ import torch.nn.functional as F
 
 from dann import backbones
 from dann.methods.base import Method
+from dann.schedules import alpha_at
 
 
 def align_distribution(probs_t: torch.Tensor, probs_s: torch.Tensor) -> torch.Tensor:
@@ -57,5 +59,7 @@ class FixMatch(Method):
                                           logits_s if self.hp.fixmatch_align else None)
         class_loss, metrics = self.source_loss(logits_s, y_s)
         extra, extra_metrics = self.target_terms(logits_weak)
-        return class_loss + self.hp.fixmatch_weight * consistency + extra, {
-            **metrics, "fixmatch_loss": consistency.detach(), "fixmatch_fraction": mask.mean(), **extra_metrics}
+        weight = alpha_at(progress, self.hp.fixmatch_weight, self.hp.fixmatch_ramp)
+        return class_loss + weight * consistency + extra, {
+            **metrics, "fixmatch_loss": consistency.detach(), "fixmatch_fraction": mask.mean(),
+            "fixmatch_weight": weight, **extra_metrics}
