@@ -39,11 +39,11 @@ def _reflect(index: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(index >= n, 2 * (n - 1) - index, index)
 
 
-def strong(x: torch.Tensor, generator: torch.Generator, *, hflip: bool, num_ops: int = 2,
-           cutout: float = 0.5) -> torch.Tensor:
+def strong(x: torch.Tensor, generator: torch.Generator, *, hflip: bool, translate: float = 0.125,
+           num_ops: int = 2, cutout: float = 0.5) -> torch.Tensor:
     """The weak view, then `num_ops` RandAugment ops per image (op and magnitude drawn per
     image), then Cutout with a side of up to `cutout` x S."""
-    x = rand_augment(weak(x, generator, hflip=hflip), generator, num_ops)
+    x = rand_augment(weak(x, generator, hflip=hflip, translate=translate), generator, num_ops)
     return random_cutout(x, generator, cutout)
 
 

@@ -174,29 +174,33 @@ class TensorDomain:
     def steps_per_epoch(self) -> int:
         return len(epoch_batches(len(self), self.batch_size, self.seed, 0, self.rank, self.world, self.name))
 
-    def _prepare(self, x: torch.Tensor, train: bool, key: int, views: tuple[str, ...] = ()):
+    def _prepare(self, x: torch.Tensor, train: bool, key: int, views: tuple[str, ...] = (),
+                 view_options: dict | None = None):
         """Stored inputs -> the network's: a tensor, or with `views` one tensor per view of the
-        same images (dann/augment.py's 'weak' and 'strong', from the centre crop)."""
+        same images (dann/augment.py's 'weak' and 'strong', from the centre crop, with the
+        keyword arguments `view_options`, e.g. {"translate": 0.0})."""
         if self.transform is None:  # not images (the tests' 2-D points): nothing to augment
             return tuple(x for _ in views) if views else x
         if views:
             crop = self.transform.crop_images(x)
             return tuple(self.transform.normalize(VIEWS[view](
-                crop, torch.Generator(self.device).manual_seed(key + 1 + k), hflip=self.transform.hflip))
-                for k, view in enumerate(views))
+                crop, torch.Generator(self.device).manual_seed(key + 1 + k), hflip=self.transform.hflip,
+                **(view_options or {}))) for k, view in enumerate(views))
         generator = None
         if train and self.augment:
             generator = torch.Generator(self.device).manual_seed(key)
         return self.transform(x, augment=train and self.augment, generator=generator)
 
     def train_batches(self, epoch: int, start: int = 0, views: tuple[str, ...] = (),
-                      with_index: bool = False) -> Iterator[tuple]:
+                      with_index: bool = False, view_options: dict | None = None) -> Iterator[tuple]:
         """One shuffled pass (this process's shard), from batch `start` on: (inputs, labels), and
-        the examples' index in the domain `with_index`. `views`: inputs are a tuple of those views."""
+        the examples' index in the domain `with_index`. `views`: inputs are a tuple of those views
+        (made with `view_options`)."""
         batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world, self.name)
         for i in range(start, len(batches)):
             index = batches[i].to(self.device, non_blocking=True)
-            x = self._prepare(self._stored(index), True, aug_key(self.seed, epoch, i, self.rank), views)
+            x = self._prepare(self._stored(index), True, aug_key(self.seed, epoch, i, self.rank), views,
+                              view_options)
             yield (x, self.labels[index], index) if with_index else (x, self.labels[index])
 
     def _eval_index_batches(self) -> list[torch.Tensor]:
@@ -254,7 +258,7 @@ def aug_key(seed: int, epoch: int, batch: int, rank: int) -> int:
 
 
 def cycle(domain: TensorDomain, start_step: int = 0, views: tuple[str, ...] = (),
-          with_index: bool = False) -> Iterator[tuple]:
+          with_index: bool = False, view_options: dict | None = None) -> Iterator[tuple]:
     """Endless batches, a new shuffle each pass, starting `start_step` batches in.
 
     The source and target streams of the loop: the target's runs independently of the
@@ -264,5 +268,5 @@ def cycle(domain: TensorDomain, start_step: int = 0, views: tuple[str, ...] = ()
     per_pass = domain.steps_per_epoch()
     epoch, start = divmod(start_step, per_pass)
     while True:
-        yield from domain.train_batches(epoch, start, views, with_index)
+        yield from domain.train_batches(epoch, start, views, with_index, view_options)
         epoch, start = epoch + 1, 0

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 def hparam(default, help: str, *, choices: tuple | None = None, check: str = "", sweep: list | None = None,
            architecture: bool = False):
     """A hyperparameter: its default, help line, allowed choices, a check ('>0', '>=0',
-    '0..1'), the values a sweep tries, and whether it shapes the networks (`architecture`: a
-    checkpoint written with another value cannot be resumed)."""
+    or 'low..high' such as '0..1', both ends allowed), the values a sweep tries, and whether it
+    shapes the networks (`architecture`: a checkpoint written with another value cannot be resumed)."""
     return field(default=default, metadata={"help": help, "choices": choices, "check": check, "sweep": sweep,
                                             "architecture": architecture})
 
@@ -51,8 +51,10 @@ class Hparams:
                 found.append(f"--{f.name} must be > 0, got {value}")
             elif check == ">=0" and not value >= 0:
                 found.append(f"--{f.name} must be >= 0, got {value}")
-            elif check == "0..1" and not 0 <= value <= 1:
-                found.append(f"--{f.name} must be between 0 and 1, got {value}")
+            elif ".." in check:  # 'low..high', both included
+                low, high = map(float, check.split(".."))
+                if not low <= value <= high:
+                    found.append(f"--{f.name} must be between {low:g} and {high:g}, got {value}")
         return found
 
 

@@ -110,6 +110,10 @@ class FixMatchHparams(TargetTerms):
                                          "source batch's mean prediction over the target batch's, renormalized, "
                                          "before the threshold (pseudo-labels keep the source's class proportions)",
                                   sweep=[False, True])
+    fixmatch_shift: float = hparam(0.125, "largest shift of the target's weak view (which the strong view starts "
+                                          "from), as a share of the image side: FixMatch's 0.125; 0: none, the "
+                                          "view the source is trained on (digits)", check="0..0.5",
+                                   sweep=[0.0, 0.125])
     fixmatch_ramp: str = hparam("constant", "schedule of the consistency weight over the run: 'constant' (FixMatch's) "
                                             "or 'dann' (w (2 / (1 + exp(-10 p)) - 1), as --method pseudo_labels)",
                                 choices=("constant", "dann"), sweep=["constant", "dann"])

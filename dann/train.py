@@ -188,7 +188,8 @@ class Run:
             if kind == "source":
                 stream = cycle(self.split.train, step)
             else:
-                stream = cycle(self.split.target, step, self.net.target_views, with_index=True)
+                stream = cycle(self.split.target, step, self.net.target_views, with_index=True,
+                               view_options=self.net.view_options)
         self.streams[kind] = (stream, step)
         return next(stream)
 

@@ -31,6 +31,7 @@ from dann.config import TrainConfig, make_config, parse_config
     (["--target", "a,a"], "lists a domain twice"),
     (["--clip_grad", "-1"], "--clip_grad must be >= 0"),
     (["--method", "pseudo_labels", "--pl_threshold", "2"], "--pl_threshold must be between 0 and 1"),
+    (["--method", "fixmatch", "--fixmatch_shift", "0.6"], "--fixmatch_shift must be between 0 and 0.5, got 0.6"),
     (["--dsn_recon", "0.1"], "--dsn_recon is a flag of --method dsn, not of this run's --method dann"),
     (["--method", "mcc", "--alpha", "1"], "--alpha is a flag of --method dann or --method cdan or --method dsn"),
     (["--method", "mcc", "--discriminator_width", "8"], "--method mcc has no domain discriminator"),

@@ -270,6 +270,40 @@ def test_the_data_layer_gives_weak_and_strong_views_replayable_per_batch():
     assert torch.equal(weak, again_weak) and torch.equal(strong, again_strong)  # a resumed run replays them
 
 
+def image_backbone(num_classes: int, pretrained: str) -> Backbone:
+    """16x16 RGB images -> 6-d features -> logits."""
+    return Backbone(features=nn.Sequential(nn.Flatten(), nn.Linear(3 * 16 * 16, 6), nn.ReLU()),
+                    classifier=nn.Linear(6, num_classes), dim=6, input=InputSpec(size=16, min_size=16),
+                    make_discriminator=lambda d: nn.Linear(d, 2))
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.125])
+def test_the_loop_gives_fixmatch_weak_views_shifted_by_at_most_fixmatch_shift(monkeypatch, shift):
+    """--fixmatch_shift 0: every weak view the method is given is a target image as the
+    network sees it unaugmented; FixMatch's 0.125 (2 pixels of 16) moves most of them."""
+    monkeypatch.setitem(plugins.BACKBONES, "img16", image_backbone)
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (24, 3, 16, 16), dtype=torch.uint8, generator=g)
+    labels = torch.arange(24) % NUM_CLASSES
+    transform = ImageTransform(torch.device("cpu"), InputSpec(size=16, min_size=16), 16, hflip=False)
+    source, target = (TensorDomain(name, images, labels, batch_size=8, seed=0, transform=transform)
+                      for name in ("s", "t"))
+    split = Split(train=source, target=target, test=target, source_test=source, classes=list("abc"))
+    method, config = make("fixmatch", backbone="img16", fixmatch_shift=shift, epochs=1, batch_size=8, log_every=100)
+    assert method.view_options == {"translate": shift}
+    seen, real_step = [], method.step
+
+    def recording_step(x_s, y_s, x_t, progress):
+        seen.append(x_t[0].detach().clone())
+        return real_step(x_s, y_s, x_t, progress)
+    method.step = recording_step
+    fit(config, method, Accelerator(cpu=True), split)
+    plain = {image.numpy().tobytes() for image in transform(images)}
+    unmoved = [image.numpy().tobytes() in plain for batch in seen for image in batch]
+    assert len(unmoved) == 24
+    assert all(unmoved) if shift == 0 else sum(unmoved) < 12
+
+
 # ---------------------------------------------------------------------------- SHOT
 
 def test_information_maximization_known_answers():

@@ -447,10 +447,11 @@ class LoaderDomain(TensorDomain):
         for x, y in loader:
             yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
-    def train_batches(self, epoch: int, start: int = 0, views: tuple[str, ...] = (), with_index: bool = False):
+    def train_batches(self, epoch: int, start: int = 0, views: tuple[str, ...] = (), with_index: bool = False,
+                      view_options: dict | None = None):
         batches = epoch_batches(len(self), self.batch_size, self.seed, epoch, self.rank, self.world, self.name)
         for i, (x, y) in enumerate(self._load(batches[start:]), start):
-            x = self._prepare(x, True, aug_key(self.seed, epoch, i, self.rank), views)
+            x = self._prepare(x, True, aug_key(self.seed, epoch, i, self.rank), views, view_options)
             yield (x, y, batches[i].to(self.device)) if with_index else (x, y)
 
     def eval_batches(self):

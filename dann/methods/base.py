@@ -40,6 +40,7 @@ class Phase(NamedTuple):
 class Method(nn.Module):
     needs_target = True  # does step() use target batches (unlabeled)?
     target_views: tuple[str, ...] = ()  # e.g. ("weak", "strong"): x_t is a tuple of those views (dann/augment.py)
+    view_options: dict = {}  # keyword arguments of those views, e.g. {"translate": 0.0} (FixMatch's --fixmatch_shift)
 
     def __init__(self, backbone: Backbone, config):
         super().__init__()
