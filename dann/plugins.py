@@ -99,6 +99,8 @@ class DANHparams(TargetTerms):
 @dataclass(frozen=True)
 class CORALHparams(TargetTerms):
     coral_weight: float = hparam(1.0, "weight of the CORAL loss", check=">=0", sweep=[1.0, 10.0, 100.0])
+    coral_mean_weight: float = hparam(0.0, "weight of the squared difference of the feature means, averaged over "
+                                           "the features (DomainBed's CORAL adds it)", check=">=0", sweep=[0.0, 1.0])
 
 
 @dataclass(frozen=True)

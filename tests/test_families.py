@@ -25,7 +25,7 @@ from dann.data import ImageTransform, InputSpec, TensorDomain
 from dann.datasets import Split
 from dann.methods import build
 from dann.methods.base import Method
-from dann.methods.coral import coral_loss, covariance
+from dann.methods.coral import coral_loss, covariance, mean_loss
 from dann.methods.dan import BANDWIDTHS, joint_mmd, mk_mmd, mmd_from_kernel, multi_kernel
 from dann.methods.fixmatch import align_distribution, fixmatch_loss
 from dann.methods.mcd import discrepancy
@@ -192,10 +192,22 @@ def test_coral_loss_known_answer():
     assert covariance(f_s).tolist() == [[2.0, 0.0], [0.0, 0.0]]
     assert coral_loss(f_s, f_t).item() == pytest.approx(8 / (4 * 2 * 2))  # ||diag(2, -2)||^2 / (4 d^2)
     assert coral_loss(f_s, f_s + 5).item() == 0  # a shift changes no covariance
+    assert mean_loss(f_s, f_s + torch.tensor([3.0, 1.0])).item() == pytest.approx((9 + 1) / 2)  # ... but the means
 
 
-def test_coral_gradients_reach_g_f_not_g_y():
-    term = term_gradients("coral", "coral_weight")
+def test_coral_mean_weight_adds_the_mean_term_to_the_loss():
+    method, _ = make("coral", coral_weight=2.0, coral_mean_weight=3.0)
+    method.train()
+    x_s, y_s, x_t = batches()
+    loss, metrics = method.step(x_s, y_s, x_t, 0.5)
+    expected = metrics["class_loss"] + 2.0 * metrics["coral_loss"] + 3.0 * metrics["coral_mean_loss"]
+    assert metrics["coral_mean_loss"] > 0 and loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert "coral_mean_loss" not in make("coral")[0].step(x_s, y_s, x_t, 0.5)[1]  # off by default
+
+
+@pytest.mark.parametrize("weight", ["coral_weight", "coral_mean_weight"])
+def test_coral_gradients_reach_g_f_not_g_y(weight):
+    term = term_gradients("coral", weight)
     assert nonzero(term["features"]) and not nonzero(term["classifier"])
 
 

@@ -5,6 +5,10 @@ statistics of source and target features,
     L_CORAL = ||C_s - C_t||_F^2 / (4 d^2),  C = (1 / (n - 1)) (F^T F - (1/n) (1^T F)^T (1^T F)),
 
 C the covariance of a batch of features F (n, d) (the paper's eq. 1-2).
+
+--coral_mean_weight m adds m ||mu_s - mu_t||^2 / d, the squared difference of the feature means,
+as DomainBed's CORAL does (its loss, at its weight 1, is this one with --coral_weight 4 and
+--coral_mean_weight 1).
 """
 from __future__ import annotations
 
@@ -25,6 +29,11 @@ def coral_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
     return (covariance(f_s) - covariance(f_t)).pow(2).sum() / (4 * d * d)
 
 
+def mean_loss(f_s: torch.Tensor, f_t: torch.Tensor) -> torch.Tensor:
+    """||mu_s - mu_t||^2 / d: the squared difference of the features' means, averaged over d."""
+    return (f_s.mean(0) - f_t.mean(0)).pow(2).mean()
+
+
 class CORAL(Method):
     def __init__(self, config, num_classes: int):
         super().__init__(backbones.from_config(config, num_classes), config)
@@ -34,5 +43,9 @@ class CORAL(Method):
         alignment = coral_loss(f_s.float(), f_t.float())  # float32: d x d sums of squares
         class_loss, metrics = self.source_loss(logits_s, y_s)
         extra, extra_metrics = self.target_terms(logits_t)
+        if self.hp.coral_mean_weight:
+            means = mean_loss(f_s.float(), f_t.float())
+            extra, extra_metrics = extra + self.hp.coral_mean_weight * means, {
+                **extra_metrics, "coral_mean_loss": means.detach()}
         return class_loss + self.hp.coral_weight * alignment + extra, {
             **metrics, "coral_loss": alignment.detach(), **extra_metrics}
