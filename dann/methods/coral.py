@@ -43,9 +43,9 @@ class CORAL(Method):
         alignment = coral_loss(f_s.float(), f_t.float())  # float32: d x d sums of squares
         class_loss, metrics = self.source_loss(logits_s, y_s)
         extra, extra_metrics = self.target_terms(logits_t)
+        loss = class_loss + self.hp.coral_weight * alignment + extra
+        metrics = {**metrics, "coral_loss": alignment.detach(), **extra_metrics}
         if self.hp.coral_mean_weight:
             means = mean_loss(f_s.float(), f_t.float())
-            extra, extra_metrics = extra + self.hp.coral_mean_weight * means, {
-                **extra_metrics, "coral_mean_loss": means.detach()}
-        return class_loss + self.hp.coral_weight * alignment + extra, {
-            **metrics, "coral_loss": alignment.detach(), **extra_metrics}
+            loss, metrics["coral_mean_loss"] = loss + self.hp.coral_mean_weight * means, means.detach()
+        return loss, metrics
