@@ -69,6 +69,19 @@ def test_the_launcher_leaves_sigterm_to_the_training(tmp_path):
     assert "stopped: SIGTERM (1 received)" in stderr, stderr
 
 
+def test_a_run_that_ends_between_the_waits_two_looks_keeps_its_exit_code():
+    """A Slurm job waits for its training's process group, looking at the child (poll) and then at
+    the group; a training that ends between the two looks must still read as finished: its exit
+    code set (0), not None, which records a finished run as failed (seen once in CI's Slurm test)."""
+    from dann.experiments.local import group_alive, wait_group
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
+    wait_for(lambda: not group_alive(process.pid), "the child to end (a zombie, not reaped yet)")
+    process.poll = lambda: None  # the look that came just before it ended
+    assert wait_group(process, time.time() + 60)
+    assert process.returncode == 0
+
+
 # ---------------------------------------------------------------------------- 1. kill -9 while decoding
 
 def alive(pid: int) -> bool:

@@ -87,10 +87,12 @@ def group_alive(pgid: int) -> bool:
 
 
 def wait_group(process: subprocess.Popen, deadline: float) -> bool:
-    """Wait until the child and everything in its process group (a launcher's workers) ended."""
+    """Wait until the child and everything in its process group (a launcher's workers) ended;
+    then the child's returncode is set."""
     while time.time() < deadline:
         process.poll()
         if not group_alive(process.pid):
+            process.wait()  # the child may have ended after poll(): a zombie, reaped at once
             return True
         time.sleep(0.1)
     return False
