@@ -54,8 +54,25 @@ def pacs_cache(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("decode_cache")
 
 
+def xdist_workers() -> int:
+    """How many pytest-xdist workers share this machine (`pytest -n N`); 1 without xdist."""
+    return int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
 def pytest_configure(config):
     return_freed_memory()  # the in-process runs allocate as the training scripts do
+    if xdist_workers() > 1:  # each worker, and the processes it starts, takes its share of the cores
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        threads = max(1, cores // xdist_workers())
+        torch.set_num_threads(threads)
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under xdist the slow tests go first (the order is otherwise kept): the quick ones then fill
+    the gaps instead of a minute-long test starting last and running alone."""
+    if xdist_workers() > 1:
+        items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 GROWTH_TO_TRIM = 256 * 2**20  # bytes the process may grow by before a test's end hands memory back

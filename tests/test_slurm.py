@@ -31,6 +31,9 @@ from train_helpers import TINY_TRAIN, clean_env
 
 from dann.errors import UserError
 
+# One Slurm per module: under pytest-xdist (-n 2 --dist loadgroup) its tests share one worker.
+pytestmark = pytest.mark.xdist_group("slurm")
+
 # tests/tiny_train.py's baseline under the name a sweep YAML takes: the real command line, a tiny backbone.
 WRAPPER = f"""import runpy, sys
 sys.argv[1:1] = ["baseline"]
