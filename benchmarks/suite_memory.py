@@ -1,6 +1,6 @@
 """The test suite's wall time and peak memory, in all and per test (the README's figures).
 
-    python benchmarks/suite_memory.py                  # the README's test command, measured
+    python benchmarks/suite_memory.py -n 2             # the README's test command, measured
     python benchmarks/suite_memory.py -m "not slow"    # the quick loop (any pytest arguments)
 
 pytest runs in this process. Every 0.2 s a thread sums the proportional set size (PSS: a page
@@ -55,24 +55,29 @@ def sample() -> tuple[int, int]:
 
 
 class Sampler:
-    """A pytest plugin: the peaks of `sample()` per test, from a background thread."""
+    """A pytest plugin: the peaks of `sample()` per test, from a background thread. A sample
+    counts for every test running when it was taken: one at a time, or one per pytest-xdist
+    worker (`-n 2`: the controller hears each worker's test start and finish)."""
 
     def __init__(self, every: float = 0.2):
-        self.every, self.test, self.done = every, "(collection)", False
+        self.every, self.done = every, False
+        self.running: set[str] = set()
         self.peaks: dict[str, list[int]] = {}  # test -> [summed PSS, largest RSS]
         self.thread = threading.Thread(target=self.run, daemon=True)
 
     def run(self):
         while not self.done:
             pss, rss = sample()
-            peak = self.peaks.setdefault(self.test, [0, 0])
-            peak[0], peak[1] = max(peak[0], pss), max(peak[1], rss)
+            for test in list(self.running) or ["(no test running)"]:
+                peak = self.peaks.setdefault(test, [0, 0])
+                peak[0], peak[1] = max(peak[0], pss), max(peak[1], rss)
             time.sleep(self.every)
 
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_protocol(self, item, nextitem):
-        self.test = item.nodeid
-        yield
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.running.add(nodeid)
+
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.running.discard(nodeid)
 
 
 def main(argv: list[str] | None = None) -> int:
