@@ -216,8 +216,7 @@ def floor_case(config: TrainConfig, steps_per_epoch: int, eval_images: int, warm
                 model(x_s).argmax(1)
             sync(device)
         eval_batch_s = (time.perf_counter() - start) / steps
-    del model, optimizer
-    accelerator.free_memory()
+    accelerator.free_memory()  # the prepared model and optimizer; the rest goes with this frame
     eval_s = -(-eval_images // b) * eval_batch_s
     return {"mixed_precision": accelerator.mixed_precision, "channels_last": channels_last,
             "batch_size": b, "steps_per_epoch": steps_per_epoch,
