@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from dann.cli import glibc, return_freed_memory
+from dann.experiments.local import cpu_cores
 
 ROOT = Path(__file__).resolve().parents[1]
 # The real PACS: ../shared/data/PACS beside the checkout, or $PACS_ROOT.
@@ -62,8 +63,7 @@ def xdist_workers() -> int:
 def pytest_configure(config):
     return_freed_memory()  # the in-process runs allocate as the training scripts do
     if xdist_workers() > 1:  # each worker, and the processes it starts, takes its share of the cores
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        threads = max(1, cores // xdist_workers())
+        threads = max(1, cpu_cores() // xdist_workers())  # the runner's rule for K runs on a CPU
         torch.set_num_threads(threads)
         os.environ.setdefault("OMP_NUM_THREADS", str(threads))
 
