@@ -12,6 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+from einops import rearrange
+from PIL import Image
 
 from conftest import ROOT
 from train_helpers import clean_env
@@ -189,3 +191,53 @@ def test_the_tables_recipes_adapt_on_mnist_to_mnist_m_by_its_robust_gain(tmp_pat
     for name, gain in ROBUST_GAIN.items():
         gains = [a - s for a, s in zip(acc[name], acc["trained on source"])]
         assert np.mean(gains) > gain, (name, acc[name], acc["trained on source"])
+
+
+def heldout_digits(tmp_path, cache, photos, *flags):
+    """benchmarks/heldout_digits.py on a folder of photos, into tmp_path/data."""
+    return subprocess.run([sys.executable, str(ROOT / "benchmarks" / "heldout_digits.py"), "--photos", str(photos),
+                           "--out", str(tmp_path / "data"), "--cache_dir", str(cache), *flags],
+                          cwd=tmp_path, env=clean_env(tmp_path), capture_output=True, text=True, timeout=300)
+
+
+def test_the_held_out_mnist_m_blends_mnist_onto_the_given_photos_as_a_folder_dataset(tmp_path, cache, arrays):
+    """The held-out check's data (docs/RESULTS.md): the table's mnist and syn, and mnist's digits
+    on patches of any folder of photos, in the layout --dataset folder reads."""
+    from dann.datasets.folder import list_domain
+
+    photos = tmp_path / "photos"
+    for name, folder in (("astronaut.png", "people"), ("chelsea.png", "cats")):
+        (photos / folder).mkdir(parents=True)
+        shutil.copy(shipped.package_file("skimage", "data", name), photos / folder / name)
+    Image.new("RGB", (100, 80)).save(photos / "cats" / "thumbnail.png")  # too small to cut patches from
+    done = heldout_digits(tmp_path, cache, photos, "--limit", "40")
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = tmp_path / "data"
+    n = 40
+    digits = {d: list_domain(data, d) for d in ("mnist", "syn", "mnist_m_photos")}
+    assert {d: len(files.paths) for d, files in digits.items()} == {"mnist": n, "syn": n, "mnist_m_photos": n}
+    # mnist: the shipped domain's first training images, byte for byte, in their class folders
+    digit, blend = [], []
+    for path, label in zip(digits["mnist"].paths, digits["mnist"].labels):
+        row = np.flatnonzero(arrays["mnist_train_index"] == int(path.stem))[0]
+        assert int(digits["mnist"].classes[label]) == arrays["mnist_train_labels"][row]
+        assert np.array_equal(np.asarray(Image.open(path)).transpose(2, 0, 1), arrays["mnist_train_images"][row])
+        digit.append(arrays["mnist_train_images"][row].astype(int))
+        blend.append(np.asarray(Image.open(data / "mnist_m_photos" / path.parent.name / path.name)).astype(int))
+    # the same digits, blended |patch - digit|: dark where the digit is white, colour patches around them
+    digit, blend = np.stack(digit), rearrange(np.stack(blend), "n h w c -> n c h w")
+    assert blend[digit == 0].mean() > 40 and blend[digit == 255].mean() < 255 - 40
+    assert np.abs(blend[:, 0] - blend[:, 1]).mean() > 5
+    manifest = json.loads((data / "mnist_m_photos.json").read_text())
+    assert (manifest["photos"], manifest["photos_skipped_small"], manifest["patches"]) == (2, 1, n)
+    assert set(manifest["patch_photo"].values()) == {"people/astronaut.png", "cats/chelsea.png"}
+
+
+def test_the_held_out_digits_without_usable_photos_is_one_line(tmp_path, cache):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (64, 64)).save(photos / "small.png")
+    for folder, words in ((photos, "none of the 1 images is at least"), (tmp_path / "nowhere", "no such folder")):
+        done = heldout_digits(tmp_path, cache, folder)
+        assert done.returncode == 1 and done.stderr.count("\n") == 1 and words in done.stderr, done.stderr
+        assert not (tmp_path / "data").exists()

@@ -102,9 +102,9 @@ def uci_digits() -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), table[:, -1].astype(np.int64)
 
 
-def photo(package: str, *parts: str) -> list[Image.Image]:
+def photo(path: str | Path) -> list[Image.Image]:
     """A photo, colour ("RGB") or grey ("L"), at full and half size."""
-    with Image.open(package_file(package, *parts)) as image:
+    with Image.open(path) as image:
         image = image.convert("L" if image.mode in ("L", "I;16") else "RGB")
     return [image, image.reduce(2)]
 
@@ -175,7 +175,7 @@ def make_domains(seed: int = 0) -> dict[str, np.ndarray]:
     digits, labels = mnist_digits()
     for suffix, rows, photo_files in zip(("", "_tune"), stratified_split(labels, TUNE_FRACTION["mnist"], rng),
                                          (TABLE_PHOTOS, TUNE_PHOTOS)):
-        photos = [photo(*file) for file in photo_files]
+        photos = [photo(package_file(*file)) for file in photo_files]
         for split, part in splits(rows, labels, "mnist"):
             images = to_rgb32(digits[part])
             add("mnist" + suffix, split, images, labels[part], part)
