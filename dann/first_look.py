@@ -12,17 +12,20 @@ COMMON = {"pretrained": "none", "batch_size": 64, "lr": 0.01, "lr_schedule": "da
           "epochs": 10, "eval_every": 10, "channels_last": "on", "tsne": False, "source_val": 0,
           "select_rules": "none"}
 # Each method's recipe: the table's first row of that method, its chosen recipe: the reference
-# optimizer (TLlib's digits examples) for every method; DANN's reversal for the adversarial ones.
+# optimizer (TLlib's digits examples) for every method; DANN's reversal for the adversarial ones;
+# TLlib's 256-wide bottleneck (Linear-BatchNorm-ReLU after G_f, a linear G_y) for DANN, CDAN and MCC.
 REFERENCE_OPTIMIZER = {"lr_schedule": "inv", "nesterov": True, "weight_decay": 0.001}
 REVERSAL = {"alpha": 1.0, "alpha_schedule": "warm_start", "alpha_warmup_steps": 1000, "discriminator": "bn_mlp",
             "discriminator_width": 1024, "domain_loss_reduction": "mean", "domain_batches": "separate"}
+BOTTLENECK = {"bottleneck_dim": 256}
 RECIPES = {
     "baseline": REFERENCE_OPTIMIZER,
     "adabn": REFERENCE_OPTIMIZER,
-    "dann": {**REFERENCE_OPTIMIZER, **REVERSAL, "classify_target": True},
-    "cdan": {**REFERENCE_OPTIMIZER, **REVERSAL, "entropy_conditioning": False},
+    "dann": {**REFERENCE_OPTIMIZER, **REVERSAL, "classify_target": True, **BOTTLENECK},
+    "cdan": {**REFERENCE_OPTIMIZER, **REVERSAL, "entropy_conditioning": False, **BOTTLENECK},
     "dsn": {**REFERENCE_OPTIMIZER, **REVERSAL, "dsn_similarity": 1.0, "dsn_decoder_width": 32},
-    "mcc": {**REFERENCE_OPTIMIZER, "mcc_weight": 1.0, "mcc_temperature": 2.5, "domain_batches": "separate"},
+    "mcc": {**REFERENCE_OPTIMIZER, "mcc_weight": 1.0, "mcc_temperature": 2.5, "domain_batches": "separate",
+            **BOTTLENECK},
     "pseudo_labels": {**REFERENCE_OPTIMIZER, "pl_threshold": 0.9, "pl_weight": 1.0},
 }
 
