@@ -23,6 +23,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast_object_list, set_seed
 
 from dann import checkpoint, datasets, figures, methods, progress, selection, tracking
+from dann import first_look as look
 from dann.backbones import is_weights_name
 from dann.config import TrainConfig, default_output_dir, with_method
 from dann.errors import UserError, is_main_process, note, os_reason, unwritable, warn
@@ -305,7 +306,7 @@ def first_look(config: TrainConfig, stop=None) -> tuple[dict, dict]:
     (dann/first_look.py's recipes), in <output_dir>/source_only and <output_dir>/<method>;
     prints their target accuracies side by side."""
     base = config.output_dir or default_output_dir(config, name="first_look")
-    baseline = run(with_method(config, "baseline", first_look=False, output_dir=f"{base}/source_only"), stop)
+    baseline = run(source_only_config(config, output_dir=f"{base}/source_only"), stop)
     adapted = run(dataclasses.replace(config, first_look=False, output_dir=f"{base}/{config.method}"), stop)
     if is_main_process():
         steps = adapted["runs"][0]["steps"]
@@ -315,6 +316,19 @@ def first_look(config: TrainConfig, stop=None) -> tuple[dict, dict]:
               f"  {config.method:<11}  {100 * adapted['target_acc']:5.1f}%  "
               f"({100 * (adapted['target_acc'] - baseline['target_acc']):+.1f} points) -> {base}")
     return baseline, adapted
+
+
+def source_only_config(config: TrainConfig, output_dir: str) -> TrainConfig:
+    """--first_look's source-only run: the table's source-only row. The method's recipe may set
+    backbone flags that row does not (DANN's bottleneck); those go back to their defaults, unless
+    the command line gave them another value."""
+    method_recipe, baseline_recipe = look.RECIPES.get(config.method, {}), look.RECIPES["baseline"]
+    defaults = type(config.backbone_hp)()
+    reset = {f.name: getattr(defaults, f.name) for f in dataclasses.fields(defaults)
+             if f.name in method_recipe and f.name not in baseline_recipe
+             and getattr(config.backbone_hp, f.name) == method_recipe[f.name]}
+    return with_method(config, "baseline", first_look=False, output_dir=output_dir,
+                       backbone_hp=dataclasses.replace(config.backbone_hp, **reset))
 
 
 class Evaluations(EvaluationHook):
