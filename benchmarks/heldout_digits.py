@@ -44,11 +44,10 @@ def load_photos(files: list[Path]) -> tuple[list[list[Image.Image]], list[Path]]
     """The photos large enough to cut patches from (full and half size), and their files."""
     photos, kept = [], []
     for path in files:
-        with Image.open(path) as image:
-            if min(image.size) < MIN_SIDE:
-                continue
-        photos.append(shipped.photo(path))
-        kept.append(path)
+        levels = shipped.photo(path)
+        if min(levels[0].size) >= MIN_SIDE:
+            photos.append(levels)
+            kept.append(path)
     if not kept:
         raise UserError(f"--photos: none of the {len(files)} images is at least {MIN_SIDE} pixels on its shorter "
                         f"side, which a patch at 4 photo pixels a pixel needs; give larger photos")
@@ -61,12 +60,17 @@ def domain_arrays(arrays: dict, domain: str) -> tuple[np.ndarray, np.ndarray, np
     return tuple(np.concatenate(part) for part in parts)
 
 
+def image_name(label: int, index: int) -> str:
+    """An image's path inside its domain folder: <digit>/<index>.png."""
+    return f"{label}/{index:05d}.png"
+
+
 def write_domain(out: Path, domain: str, images: np.ndarray, labels: np.ndarray, index: np.ndarray) -> None:
     """<out>/<domain>/<digit>/<index>.png for each (3, 32, 32) uint8 image."""
     for digit in np.unique(labels):
         (out / domain / str(digit)).mkdir(parents=True, exist_ok=True)
     for image, label, i in zip(images, labels, index):
-        Image.fromarray(rearrange(image, "c h w -> h w c")).save(out / domain / str(label) / f"{i:05d}.png")
+        Image.fromarray(rearrange(image, "c h w -> h w c")).save(out / domain / image_name(label, i))
 
 
 def build(photos_dir: Path, out: Path, cache_dir: Path, seed: int = 0, limit: int = 0) -> dict:
@@ -76,19 +80,18 @@ def build(photos_dir: Path, out: Path, cache_dir: Path, seed: int = 0, limit: in
     arrays = shipped.load(cache_dir)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(photos))  # the photos in turn, in a shuffled order (PACS's are sorted by class)
-    written = {}
-    for domain in ("mnist", "syn"):
-        images, labels, index = (a[:limit or None] for a in domain_arrays(arrays, domain))
+    domains = {domain: tuple(a[:limit or None] for a in domain_arrays(arrays, domain)) for domain in ("mnist", "syn")}
+    for domain, (images, labels, index) in domains.items():
         write_domain(out, domain, images, labels, index)
-        written[domain] = len(images)
-    images, labels, index = (a[:limit or None] for a in domain_arrays(arrays, "mnist"))
+    written = {domain: len(images) for domain, (images, _, _) in domains.items()}
+    images, labels, index = domains["mnist"]
     background, which = shipped.patches([photos[k] for k in order], len(images), rng)
     blended = np.abs(background - images).clip(0, 255).round().astype(np.uint8)
     write_domain(out, "mnist_m_photos", blended, labels, index)
     written["mnist_m_photos"] = len(images)
     sources = [str(kept[order[k]].relative_to(photos_dir)) for k in which]
     manifest = {"photos_dir": str(photos_dir), "photos": len(set(sources)), "photos_skipped_small": len(files) - len(kept),
-                "patches": len(sources), "patch_photo": dict(zip((f"{label}/{i:05d}.png" for label, i in zip(labels, index)),
+                "patches": len(sources), "patch_photo": dict(zip((image_name(label, i) for label, i in zip(labels, index)),
                                                                  sources))}
     (out / "mnist_m_photos.json").write_text(json.dumps(manifest, indent=1))
     return {"written": written, "photos": manifest["photos"], "photos_skipped_small": manifest["photos_skipped_small"]}
