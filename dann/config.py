@@ -43,10 +43,18 @@ HOMEWORK_ADVERSARIAL = {"discriminator": "copy", "alpha": 0.1, "alpha_schedule":
 RECIPES = ("default", "homework")
 
 
-def recipe_defaults(recipe: str, method: str) -> dict:
-    """The flag defaults --recipe sets for a run of `method` (none for 'default')."""
-    if recipe != "homework" or method not in plugins.METHODS:
+def recipe_defaults(recipe: str, method: str, backbone: str) -> dict:
+    """The flag defaults --recipe sets for a run of `method` on `backbone`. 'default': on the digits
+    table's network (lenet_bn) the backbone flags of the method's chosen row there (TLlib's bottleneck
+    for dann, cdan and mcc: dann/first_look.py, docs/RESULTS.md stage 7), none on other backbones,
+    whose G_y stays their own (AlexNet's fc6-fc7 keep their ImageNet weights)."""
+    if method not in plugins.METHODS:
         return {}
+    if recipe != "homework":
+        if backbone != first_look.DATA["backbone"]:
+            return {}
+        backbone_flags = {f.name for f in plugins.hparams_of(plugins.BACKBONES, backbone).fields()}
+        return {k: v for k, v in first_look.RECIPES.get(method, {}).items() if k in backbone_flags}
     adversarial = HOMEWORK_ADVERSARIAL if plugins.uses_discriminator(method) else {}
     names = {f.name for f in plugins.hparams_of(plugins.METHODS, method).fields()} | {"discriminator"}
     return {**HOMEWORK, **{k: v for k, v in adversarial.items() if k in names}}
@@ -386,7 +394,7 @@ def make_config(**values) -> TrainConfig:
     line gives them), e.g. make_config(method="cdan", alpha=1.0, epochs=3). A name that no
     chosen plug-in takes is a ValueError."""
     method, backbone = values.get("method", TrainConfig.method), values.get("backbone", TrainConfig.backbone)
-    values = {**recipe_defaults(values.get("recipe", TrainConfig.recipe), method), **values}
+    values = {**recipe_defaults(values.get("recipe", TrainConfig.recipe), method, backbone), **values}
     discriminator = values.get("discriminator", TrainConfig.discriminator)
     shared, built, errors = split_values(values, method, backbone, discriminator)
     if errors:
@@ -474,10 +482,11 @@ def chosen_plugins(script: str, argv: list[str]) -> tuple[str, str, str, dict]:
         pre.error(f"--method {known.method}: train_baseline.py trains the source-only baseline; the adaptation "
                   f"methods are train_dann.py --method NAME" if script == "baseline"
                   else f"--method {known.method}: the source-only baseline is train_baseline.py")
-    recipe = {**recipe_defaults(known.recipe, known.method),
-              **(first_look.recipe(known.method) if known.first_look and script == "dann" else {})}
-    return (known.method, known.backbone or recipe.get("backbone", TrainConfig.backbone),
-            known.discriminator or recipe.get("discriminator", TrainConfig.discriminator), recipe)
+    look = first_look.recipe(known.method) if known.first_look and script == "dann" else {}
+    backbone = known.backbone or look.get("backbone", TrainConfig.backbone)
+    recipe = {**recipe_defaults(known.recipe, known.method, backbone), **look}
+    return (known.method, backbone, known.discriminator or recipe.get("discriminator", TrainConfig.discriminator),
+            recipe)
 
 
 def parse_config(script: str, argv: list[str] | None = None) -> TrainConfig:

@@ -116,6 +116,26 @@ def test_the_defaults_are_the_tables_chosen_dann_and_the_homework_is_one_flag():
     assert (point.discriminator, point.lr_schedule, point.method_hp.domain_loss_reduction) == ("copy", "step", "sum")
 
 
+def test_on_the_digits_network_dann_cdan_and_mcc_default_to_the_tables_bottleneck():
+    def bottleneck(script, *argv):
+        return parse_config(script, list(argv)).backbone_hp.bottleneck_dim
+
+    for method in ("dann", "cdan", "mcc"):  # their chosen rows in sweeps/tables/digits.yaml (stage 7)
+        assert bottleneck("dann", "--backbone", "lenet_bn", "--method", method) == 256
+        assert first_look.RECIPES[method]["bottleneck_dim"] == 256
+    lenet_bn = parse_config("dann", ["--backbone", "lenet_bn"]).flat()
+    assert {k: lenet_bn[k] for k in (*CHOSEN, "bottleneck_dim")} == \
+        {k: first_look.recipe("dann")[k] for k in (*CHOSEN, "bottleneck_dim")}
+    assert make_config(backbone="lenet_bn").backbone_hp.bottleneck_dim == 256  # the programmatic path agrees
+    # the table's source-only row has none, nor the methods it never measured with one
+    assert bottleneck("baseline", "--backbone", "lenet_bn") == 0
+    assert bottleneck("dann", "--backbone", "lenet_bn", "--method", "dsn") == 0
+    # other backbones keep their own G_y (AlexNet its pretrained fc6-fc7); so does the homework's recipe
+    assert bottleneck("dann") == bottleneck("dann", "--backbone", "lenet") == bottleneck("dann", "--backbone", "resnet18") == 0
+    assert bottleneck("dann", "--backbone", "lenet_bn", "--recipe", "homework") == 0
+    assert bottleneck("dann", "--backbone", "lenet_bn", "--bottleneck_dim", "0") == 0  # a flag given wins
+
+
 def test_boolean_flags_take_the_form_wandb_writes():
     config = parse_config("dann", ["--augment=true", "--tsne=False", "--cpu", "--no-compile"])
     assert (config.augment, config.tsne, config.cpu, config.compile) == (True, False, True, False)
