@@ -2,7 +2,9 @@
 digits, on a CPU in about a minute, with the recipes of the CPU benchmark (sweeps/tables/digits.yaml,
 docs/RESULTS.md; tests/test_sweeps.py checks that the two agree). dann.run.first_look trains them.
 
-Plain data: the flag parser reads it to set --first_look's defaults, without loading torch.
+Plain data: the flag parser reads it to set --first_look's defaults, without loading torch. The
+backbone flags of a method's recipe (the bottleneck of dann, cdan and mcc) are also that method's
+defaults on the first look's backbone, lenet_bn (dann/config.py: recipe_defaults).
 """
 from __future__ import annotations
 
